@@ -1,0 +1,5 @@
+"""CoCoSeg-MONAI: CT-PET dual-encoder lesion segmentation as MONAI software."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
