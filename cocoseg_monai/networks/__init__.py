@@ -1,0 +1,18 @@
+"""CoCoSeg networks, their building blocks and parameter counting."""
+
+from __future__ import annotations
+
+from . import blocks, nets
+from .nets import CoCoSegNet, CoCoSegV2
+from .parameters import ParameterCount, count_parameters, format_breakdown, parameter_breakdown
+
+__all__ = [
+    "blocks",
+    "nets",
+    "CoCoSegNet",
+    "CoCoSegV2",
+    "ParameterCount",
+    "count_parameters",
+    "parameter_breakdown",
+    "format_breakdown",
+]
