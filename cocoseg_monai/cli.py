@@ -2,6 +2,11 @@
 
 Subcommands:
 
+- ``cocoseg train``: the original project's training command line (``main.py --train``), same
+  flags and defaults. It translates the flags into overrides of ``bundle/configs/train.yaml``
+  and runs that bundle workflow: there is no second training loop.
+- ``cocoseg plot-history LOGDIR``: training curves (loss, Dice, IoU, accuracy, learning rate)
+  from ``LOGDIR/history.json`` to ``LOGDIR/training_curves.png``.
 - ``cocoseg params``: parameter breakdown of the network (total, trainable, frozen, per part)
   and optionally its FLOPs per slice, as the original project's ``measure_model.py`` printed.
 """
@@ -13,8 +18,171 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "train_overrides", "TRAIN_FLAGS"]
+
+#: The original training flags: name -> (bundle key, default). ``use_gpu`` maps to ``device``.
+TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
+    "epoch": ("max_epochs", 500),
+    "lr": ("learning_rate", 1e-4),
+    "bs": ("batch_size", 8),
+    "dataset_root": ("dataset_dir", "./dataset"),
+    "logdir": ("logdir", "./logs/"),
+    "use_gpu": ("device", False),
+    "val_ratio": ("val_ratio", 0.2),
+    "random_seed": ("random_seed", 42),
+    "loss_type": ("loss_type", "combined"),
+    "dice_weight": ("dice_weight", 0.5),
+    "ce_weight": ("ce_weight", 0.5),
+    "val_freq": ("val_freq", 1),
+    "save_freq": ("save_freq", 5),
+    "num_workers": ("num_workers", 4),
+    "resume": ("resume", False),
+    "resume_ckpt": ("resume_ckpt", "./logs/latest.pth"),
+    # beyond the original flags: the loss parameters its advice names, and the patch size
+    "tversky_alpha": ("tversky_alpha", 0.6),
+    "tversky_beta": ("tversky_beta", 0.4),
+    "focal_alpha": ("focal_alpha", 1.0),
+    "focal_gamma": ("focal_gamma", 2.0),
+    "patch_size": ("patch_size", [96, 96]),
+    "vgg_weights": ("vgg_weights", None),
+}
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from .losses import LOSS_TYPES
+
+    p = sub.add_parser(
+        "train",
+        help="train through the bundle's training workflow (the original main.py --train flags)",
+        description="Train CoCoSeg V2. Flags keep the original project's names and defaults; values from "
+        "--config JSON sit between the defaults and the flags given here.",
+    )
+    d = {k: v for k, (_, v) in TRAIN_FLAGS.items()}
+    p.add_argument("--epoch", type=int, default=d["epoch"], help="number of epochs (500)")
+    p.add_argument("--lr", type=float, default=d["lr"], help="learning rate (1e-4)")
+    p.add_argument("--bs", type=int, default=d["bs"], help="batch size (8)")
+    p.add_argument(
+        "--dataset_root",
+        default=d["dataset_root"],
+        help="data folder (layout A, B, NIfTI volumes) or datalist JSON; '' = embedded phantom data. "
+        "When the default ./dataset does not exist, the embedded phantom data is used.",
+    )
+    p.add_argument("--logdir", default=d["logdir"], help="output folder (./logs/)")
+    p.add_argument("--use_gpu", action="store_true", help="train on CUDA (AMP and channels_last on)")
+    p.add_argument("--val_ratio", type=float, default=d["val_ratio"], help="validation share of patients (0.2)")
+    p.add_argument("--random_seed", type=int, default=d["random_seed"], help="seed of split and training (42)")
+    p.add_argument("--loss_type", default=d["loss_type"], choices=LOSS_TYPES, help="loss (combined)")
+    p.add_argument("--dice_weight", type=float, default=d["dice_weight"], help="Dice weight in combined (0.5)")
+    p.add_argument("--ce_weight", type=float, default=d["ce_weight"], help="CE weight in combined (0.5)")
+    p.add_argument("--val_freq", type=int, default=d["val_freq"], help="validate every N epochs (1)")
+    p.add_argument("--save_freq", type=int, default=d["save_freq"], help="checkpoint_epoch_N.pth every N epochs (5)")
+    p.add_argument("--num_workers", type=int, default=d["num_workers"], help="data loader workers (4)")
+    p.add_argument("--resume", action="store_true", help="resume from --resume_ckpt")
+    p.add_argument("--resume_ckpt", default=d["resume_ckpt"], help="checkpoint to resume (./logs/latest.pth)")
+    p.add_argument("--tversky_alpha", type=float, default=d["tversky_alpha"], help="Tversky false-positive weight")
+    p.add_argument("--tversky_beta", type=float, default=d["tversky_beta"], help="Tversky false-negative weight")
+    p.add_argument("--focal_alpha", type=float, default=d["focal_alpha"], help="focal loss scale")
+    p.add_argument("--focal_gamma", type=float, default=d["focal_gamma"], help="focal loss focusing power")
+    p.add_argument("--patch_size", type=int, nargs=2, default=d["patch_size"], metavar=("H", "W"))
+    p.add_argument("--vgg_weights", default=d["vgg_weights"], help="local torchvision VGG19 .pth")
+    p.add_argument("--config", default=None, metavar="FILE.json", help="JSON file of flag values")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other bundle override, VALUE in YAML syntax (e.g. --set features=[16,32,64,128])",
+    )
+    p.set_defaults(func=_run_train)
+
+
+def _load_flag_config(path: str) -> dict[str, Any]:
+    """Read a ``--config`` JSON of flag values; unknown keys are an error naming them."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"cocoseg train: --config file {path} not found") from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"cocoseg train: --config file {path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise SystemExit(f"cocoseg train: --config file {path} must hold a JSON object of flag values")
+    unknown = sorted(set(values) - set(TRAIN_FLAGS) - {"set"})
+    if unknown:
+        raise SystemExit(
+            f"cocoseg train: unknown key(s) {', '.join(unknown)} in {path}; known: {', '.join(TRAIN_FLAGS)}"
+        )
+    return values
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"cocoseg train: --set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) -> dict[str, Any]:
+    """Bundle overrides for the parsed ``cocoseg train`` flags.
+
+    Args:
+        args: parsed flags (after ``--config`` values were applied as defaults).
+        explicit: flags the user set (command line or ``--config``); decides whether a missing
+            default ``./dataset`` falls back to the embedded data (default) or is an error (given).
+    """
+    explicit = explicit or set()
+    overrides: dict[str, Any] = {}
+    for flag, (key, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if flag == "use_gpu":
+            if value:
+                overrides[key] = "$torch.device('cuda')"
+            else:
+                overrides[key] = "$torch.device('cpu')"
+            continue
+        if flag == "patch_size":
+            value = list(value)
+        overrides[key] = value
+    root = overrides["dataset_dir"]
+    if root and "dataset_root" not in explicit and not Path(root).exists():
+        logging.getLogger(__name__).info("%s does not exist: training on the embedded phantom data set", root)
+        overrides["dataset_dir"] = ""
+    overrides.update(_parse_set(args.set))
+    return overrides
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bundle import config_path, run_bundle
+
+    if args.use_gpu and not torch.cuda.is_available():
+        raise SystemExit("cocoseg train: --use_gpu given but torch sees no CUDA device")
+    overrides = train_overrides(args, explicit=args._explicit)
+    run_bundle([config_path("train")], run_id="training", overrides=overrides)
+    return 0
+
+
+def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot-history", help="plot LOGDIR/history.json to LOGDIR/training_curves.png")
+    p.add_argument("logdir", help="training output folder holding history.json")
+    p.add_argument("--out", default=None, help="output PNG (default LOGDIR/training_curves.png)")
+    p.set_defaults(func=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from .visualize import plot_history
+
+    out = plot_history(Path(args.logdir) / "history.json", args.out)
+    print(out)
+    return 0
 
 
 def _add_params_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,13 +232,35 @@ def _run_params(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocoseg", description="CoCoSeg-MONAI: CT-PET lesion segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_plot_parser(sub)
     _add_params_parser(sub)
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; for ``train``, values of ``--config FILE.json`` become the defaults.
+
+    ``args._explicit`` holds the names of the flags set on the command line or in the file.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "train":
+        return args
+    explicit = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v != TRAIN_FLAGS[k][1]}
+    if args.config:
+        file_values = _load_flag_config(args.config)
+        train_parser = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+        train_parser.set_defaults(**file_values)
+        args = parser.parse_args(argv)
+        explicit |= set(file_values)
+    args._explicit = explicit
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     return args.func(args)
 
 

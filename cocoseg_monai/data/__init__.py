@@ -1,0 +1,43 @@
+"""Data discovery: paired CT / PET / mask files on disk -> MONAI datalists.
+
+The phantom generator lives in :mod:`cocoseg_monai.data.phantom` and is imported from there
+directly, so that importing this package stays light.
+"""
+
+from __future__ import annotations
+
+from cocoseg_monai.data.discovery import (
+    DATALIST_SECTIONS,
+    MODALITY_FOLDERS,
+    PNG_NAME_PATTERN,
+    PNG_NAME_TEMPLATE,
+    SPLIT_FOLDERS,
+    DataError,
+    build_datalist,
+    detect_layout,
+    find_pairs,
+    image_format_of,
+    load_datalist,
+    split_by_patient,
+    write_datalist,
+)
+
+__all__ = [
+    "DATALIST_SECTIONS",
+    "MODALITY_FOLDERS",
+    "PNG_NAME_PATTERN",
+    "PNG_NAME_TEMPLATE",
+    "SPLIT_FOLDERS",
+    "DataError",
+    "build_datalist",
+    "detect_layout",
+    "find_pairs",
+    "image_format_of",
+    "load_datalist",
+    "split_by_patient",
+    "write_datalist",
+]
+
+from cocoseg_monai.data.training_data import DATALIST_FILENAME, prepare_training_data  # noqa: E402
+
+__all__ += ["DATALIST_FILENAME", "prepare_training_data"]

@@ -1,0 +1,121 @@
+"""Loading CT, PET and mask files with MONAI readers, failing with the file's name.
+
+PNG orientation
+---------------
+PNG files are read with MONAI's :class:`~monai.data.PILReader` and its default
+``reverse_indexing=True``: a PNG of ``H`` rows and ``W`` columns loads as ``[1, W, H]`` and
+``array[0, x, y]`` is the pixel in column ``x``, row ``y``, i.e. spatial axes are ``(x, y)`` like
+NIfTI volumes. MONAI's :class:`~monai.data.PILWriter` (and ``SaveImage`` with it) applies the
+inverse transpose, so a ``[1, W, H]`` prediction saved with it lines up with the input PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+from monai.config import DtypeLike, KeysCollection
+from monai.data import ImageReader, MetaTensor, NibabelReader, PILReader
+from monai.transforms import LoadImage, MapTransform
+
+from cocoseg_monai.data.discovery import DataError
+
+__all__ = ["IMAGE_FORMATS", "make_reader", "LoadImageChecked", "LoadImageCheckedd"]
+
+IMAGE_FORMATS = ("png", "nifti")
+
+# PNG modes with colour, alpha or a palette: stored greyscale data is read through PIL's "L"
+# conversion so that every PNG yields one channel. 16-bit modes ("I;16*", "I") are left alone.
+_PNG_TO_GREY_MODES = {"1", "P", "PA", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+def _png_to_grey(img: Any) -> Any:
+    # module-level (not a lambda) so that the reader pickles into DataLoader workers
+    return img.convert("L") if img.mode in _PNG_TO_GREY_MODES else img
+
+
+def make_reader(image_format: str | None) -> ImageReader | None:
+    """The MONAI reader for ``image_format``.
+
+    ``"png"``: :class:`~monai.data.PILReader` with ``reverse_indexing=True`` (spatial axes
+    ``(x, y)``) and colour/palette/1-bit images converted to 8-bit grey. ``"nifti"``:
+    :class:`~monai.data.NibabelReader`. ``None``: let MONAI pick by file suffix.
+    """
+    if image_format is None:
+        return None
+    if image_format == "png":
+        return PILReader(converter=_png_to_grey, reverse_indexing=True)
+    if image_format == "nifti":
+        return NibabelReader()
+    raise ValueError(f"image_format must be one of {IMAGE_FORMATS} or None, got {image_format!r}")
+
+
+class LoadImageChecked(LoadImage):
+    """MONAI :class:`~monai.transforms.LoadImage` that names the file when reading fails.
+
+    Input: a path to a PNG or NIfTI file. Output: float32 :class:`~monai.data.MetaTensor`
+    ``[1, W, H]`` (PNG, see the module docstring for the orientation) or ``[1, X, Y, Z]`` (NIfTI),
+    values as stored (PNG 16-bit stays 0..65535), with meta ``filename_or_obj``, ``affine`` and
+    for PNG the PIL ``mode`` (used by :class:`~cocoseg_monai.transforms.DecodePNGIntensity`).
+
+    Parameters
+    ----------
+    image_format
+        ``"png"``, ``"nifti"`` or None (reader chosen from the suffix).
+    dtype
+        Output dtype; float32 holds every 16-bit value exactly.
+
+    Raises
+    ------
+    DataError
+        The file does not exist, cannot be decoded (truncated, corrupt, wrong type), or has more
+        than one channel.
+    """
+
+    def __init__(self, image_format: str | None = None, dtype: DtypeLike = np.float32) -> None:
+        super().__init__(reader=make_reader(image_format), image_only=True, dtype=dtype, ensure_channel_first=True)
+        self.image_format = image_format
+
+    def __call__(self, filename: Any, reader: ImageReader | None = None) -> MetaTensor:  # type: ignore[override]
+        if isinstance(filename, (str, os.PathLike)) and not os.path.isfile(filename):
+            raise DataError(f"image file {filename} does not exist")
+        try:
+            img = super().__call__(filename, reader)
+        except Exception as e:
+            # MONAI/PIL/nibabel errors often omit the path (PIL: "image file is truncated")
+            raise DataError(f"cannot read image file {filename}: {type(e).__name__}: {e}") from e
+        if img.shape[0] != 1:
+            raise DataError(
+                f"image file {filename}: expected one channel, got shape {tuple(img.shape)} "
+                f"(channel first; multi-channel or 4D images are not supported)"
+            )
+        return img
+
+
+class LoadImageCheckedd(MapTransform):
+    """Dictionary form of :class:`LoadImageChecked` (a checked ``LoadImaged``).
+
+    Input: ``{key: path}``. Output: ``{key: MetaTensor [1, *spatial]}`` as in
+    :class:`LoadImageChecked`; errors also name the key.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_format: str | None = None,
+        dtype: DtypeLike = np.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadImageChecked(image_format, dtype)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                d[key] = self.loader(d[key])
+            except DataError as e:
+                raise DataError(f"key {key!r}: {e}") from e.__cause__
+        return d

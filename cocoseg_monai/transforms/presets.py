@@ -1,0 +1,284 @@
+"""Ready-made transform chains for training, validation and inference.
+
+Each function returns a :class:`monai.transforms.Compose` and takes only plain arguments, so a
+MONAI bundle can build it::
+
+    train_transforms:
+      _target_: cocoseg_monai.transforms.get_train_transforms
+      image_format: png
+      patch_size: [96, 96]
+      num_samples: 4
+
+Outputs (``"image"`` channel 0 = CT, channel 1 = PET, both float32 in [0, 1]; ``"label"`` float32
+0/1; spatial axes ``(x, y[, z])``, i.e. a PNG of H rows x W columns gives ``[.., W, H]``):
+
+============  ====================================  =========================================
+function      PNG slices                             NIfTI volumes
+============  ====================================  =========================================
+train         list of ``num_samples`` patches        list of ``num_samples`` 2D patches cut
+              ``[2, *patch_size]`` / ``[1, ...]``    from axial slices (last axis)
+val           whole slice ``[2, W, H]``              whole volume ``[2, X, Y, Z]`` on the CT grid
+infer         as val, ``"label"`` optional           as val, ``"label"`` optional
+============  ====================================  =========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    ConcatItemsd,
+    DeleteItemsd,
+    EnsureTyped,
+    Orientationd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ResampleToMatchd,
+    ScaleIntensityRanged,
+    SpatialPadd,
+    SqueezeDimd,
+)
+
+from cocoseg_monai.transforms.checks import CheckFinited, CheckSameSpatialShaped
+from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
+from cocoseg_monai.transforms.io import IMAGE_FORMATS, LoadImageCheckedd
+from cocoseg_monai.transforms.label import BinarizeMaskd
+
+__all__ = [
+    "DEFAULT_CT_WINDOW",
+    "DEFAULT_SUV_MAX",
+    "DEFAULT_CT_PNG_OFFSET",
+    "DEFAULT_PET_PNG_SCALE",
+    "get_preprocess_transforms",
+    "get_train_transforms",
+    "get_val_transforms",
+    "get_infer_transforms",
+]
+
+DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
+DEFAULT_SUV_MAX = 20.0
+DEFAULT_CT_PNG_OFFSET = 1024.0
+DEFAULT_PET_PNG_SCALE = 1000.0
+
+CT, PET, LABEL = "image", "pet", "label"
+
+
+def get_preprocess_transforms(
+    image_format: str = "png",
+    require_label: bool = True,
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    suv_max: float = DEFAULT_SUV_MAX,
+    ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
+    pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
+    label_mapping: Mapping[Any, Any] | None = None,
+    concat: bool = True,
+    axcodes: str | None = None,
+) -> Compose:
+    """Load, check, align and normalise one datalist item (deterministic).
+
+    Input: ``{"image": CT path, "pet": PET path, "label": mask path, ...}``.
+    Output: ``{"image": float32 [2, *spatial] in [0, 1], "label": float32 [1, *spatial] 0/1}`` with
+    the ``"pet"`` key removed (``concat=False`` keeps ``"image"`` = CT ``[1, ...]`` and ``"pet"``
+    ``[1, ...]`` separate). NIfTI PET is resampled onto the CT grid (bilinear, border padding).
+
+    Parameters
+    ----------
+    image_format
+        ``"png"`` (slices) or ``"nifti"`` (volumes).
+    require_label
+        False: ``"label"`` may be absent (inference); when present it is processed.
+    ct_window
+        CT window in HU mapped to [0, 1].
+    suv_max
+        PET SUV mapped to 1; ``[0, suv_max]`` is kept.
+    ct_png_offset
+        16-bit CT PNG: HU = value - ct_png_offset.
+    pet_png_scale
+        16-bit PET PNG: SUV = value / pet_png_scale.
+    label_mapping
+        See :class:`~cocoseg_monai.transforms.BinarizeMask`.
+    concat
+        Stack CT and PET into a 2-channel ``"image"``.
+    axcodes
+        NIfTI only: reorient CT and label to these axis codes first (MONAI ``Orientationd``),
+        e.g. ``"LPS"`` for slices in radiological display orientation (``x`` = column from the
+        patient's right, ``y`` = row from anterior), the way a radiological PNG is read. None
+        (default) keeps the stored voxel order, so predictions stay voxel-aligned with the CT file.
+    """
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    ct_min, ct_max = _pair(ct_window, "ct_window")
+    no_label = not require_label
+    t: list[Any] = [
+        LoadImageCheckedd(keys=(CT, PET), image_format=image_format),
+        LoadImageCheckedd(keys=LABEL, image_format=image_format, allow_missing_keys=no_label),
+    ]
+    if image_format == "png":
+        t += [
+            CheckSameSpatialShaped(keys=(CT, PET, LABEL), allow_missing_keys=no_label),
+            DecodePNGIntensityd(
+                keys=(CT, PET), offset=(ct_png_offset, 0.0), scale=(1.0, pet_png_scale), unit=("HU", "SUV")
+            ),
+        ]
+    else:
+        t.append(CheckFinited(keys=(CT, PET, LABEL), allow_missing_keys=no_label))
+        if axcodes is not None:
+            # PET needs no reorientation: it is resampled onto the (reoriented) CT grid below
+            t += [
+                Orientationd(keys=CT, axcodes=axcodes, labels=None),  # None: honour the meta "space"
+                Orientationd(keys=LABEL, axcodes=axcodes, labels=None, allow_missing_keys=no_label),
+            ]
+        t += [
+            # PET is usually reconstructed on a coarser grid; the label is defined on the CT grid
+            ResampleToMatchd(keys=PET, key_dst=CT, mode="bilinear", padding_mode="border", dtype=np.float32),
+            CheckSameSpatialShaped(keys=(CT, PET, LABEL), allow_missing_keys=no_label),
+        ]
+    t += [
+        WindowIntensityd(keys=CT, a_min=ct_min, a_max=ct_max),
+        WindowIntensityd(keys=PET, a_min=0.0, a_max=float(suv_max)),
+        BinarizeMaskd(keys=LABEL, label_mapping=label_mapping, allow_missing_keys=no_label),
+    ]
+    if concat:
+        t += [ConcatItemsd(keys=(CT, PET), name=CT, dim=0), DeleteItemsd(keys=PET)]
+    t.append(EnsureTyped(keys=(CT, PET, LABEL), dtype=torch.float32, allow_missing_keys=True))
+    return Compose(t)
+
+
+def get_train_transforms(
+    image_format: str = "png",
+    patch_size: Sequence[int] = (96, 96),
+    num_samples: int = 4,
+    pos: float = 1.0,
+    neg: float = 1.0,
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    suv_max: float = DEFAULT_SUV_MAX,
+    ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
+    pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
+    label_mapping: Mapping[Any, Any] | None = None,
+    augment: bool = True,
+    axcodes: str | None = None,
+) -> Compose:
+    """Preprocessing, positive/negative 2D patch sampling and (optionally) augmentation.
+
+    Output: a list of ``num_samples`` dicts ``{"image": float32 [2, *patch_size] in [0, 1],
+    "label": float32 [1, *patch_size] 0/1}`` per input item (MONAI's ``Dataset`` and
+    ``list_data_collate`` flatten them into the batch).
+
+    Patches are centred on a foreground pixel with probability ``pos / (pos + neg)``
+    (:class:`~monai.transforms.RandCropByPosNegLabeld`); images smaller than ``patch_size`` are
+    zero-padded first. For NIfTI the patch is ``[*patch_size, 1]`` (one axial slice) squeezed to
+    2D. Sampling is always on; ``augment`` adds random flips, 90-degree rotations, a small affine
+    (rotation up to 15 degrees, scale +-10 %), per-channel intensity scale/shift and Gaussian noise,
+    then clips back to [0, 1].
+
+    Parameters
+    ----------
+    image_format, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes
+        See :func:`get_preprocess_transforms`.
+    patch_size
+        2D patch ``(x, y)``.
+    num_samples
+        Patches per item.
+    pos, neg
+        Relative odds of foreground- and background-centred patches.
+    augment
+        Add the random augmentations.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if len(patch) != 2:
+        raise ValueError(f"patch_size must be 2D (x, y), got {patch_size}")
+    keys = (CT, LABEL)
+    t: list[Any] = list(
+        get_preprocess_transforms(
+            image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes
+        ).transforms
+    )
+    if image_format == "png":
+        t += [
+            SpatialPadd(keys=keys, spatial_size=patch),
+            RandCropByPosNegLabeld(
+                keys=keys, label_key=LABEL, spatial_size=patch, pos=pos, neg=neg, num_samples=num_samples
+            ),
+        ]
+    else:
+        t += [
+            SpatialPadd(keys=keys, spatial_size=(*patch, -1)),  # -1: keep the slice count
+            RandCropByPosNegLabeld(
+                keys=keys, label_key=LABEL, spatial_size=(*patch, 1), pos=pos, neg=neg, num_samples=num_samples
+            ),
+            SqueezeDimd(keys=keys, dim=-1),
+        ]
+    if augment:
+        t += [
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+            RandRotate90d(keys=keys, prob=0.5, max_k=3, spatial_axes=(0, 1)),
+            RandAffined(
+                keys=keys,
+                prob=0.3,
+                rotate_range=(np.pi / 12,),
+                scale_range=(0.1, 0.1),
+                mode=("bilinear", "nearest"),  # nearest keeps the label 0/1
+                padding_mode="zeros",
+            ),
+            RandScaleIntensityd(keys=CT, factors=0.1, prob=0.5, channel_wise=True),
+            RandShiftIntensityd(keys=CT, offsets=0.05, prob=0.5, channel_wise=True),
+            RandGaussianNoised(keys=CT, prob=0.2, mean=0.0, std=0.01),
+            # identity map with clip=True: MONAI's clamp, keeping the [0, 1] contract after jitter
+            ScaleIntensityRanged(keys=CT, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
+        ]
+    t.append(EnsureTyped(keys=keys, dtype=torch.float32))
+    return Compose(t)
+
+
+def get_val_transforms(
+    image_format: str = "png",
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    suv_max: float = DEFAULT_SUV_MAX,
+    ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
+    pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
+    label_mapping: Mapping[Any, Any] | None = None,
+    axcodes: str | None = None,
+) -> Compose:
+    """Whole slices (PNG, ``[2, W, H]``) or whole volumes on the CT grid (NIfTI, ``[2, X, Y, Z]``).
+
+    ``"label"`` is required. See :func:`get_preprocess_transforms` for the parameters.
+    """
+    return get_preprocess_transforms(
+        image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes
+    )
+
+
+def get_infer_transforms(
+    image_format: str = "png",
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    suv_max: float = DEFAULT_SUV_MAX,
+    ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
+    pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
+    label_mapping: Mapping[Any, Any] | None = None,
+    axcodes: str | None = None,
+) -> Compose:
+    """As :func:`get_val_transforms`, with ``"label"`` optional (processed when present).
+
+    ``"image"`` keeps the CT's meta (``filename_or_obj``, ``affine``), which prediction writers
+    use to name outputs and, for NIfTI, to write them on the CT grid.
+    """
+    return get_preprocess_transforms(
+        image_format, False, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes
+    )
+
+
+def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
+    vals = tuple(float(v) for v in value)
+    if len(vals) != 2 or not vals[0] < vals[1]:
+        raise ValueError(f"{name} must be (low, high) with low < high, got {value}")
+    return vals  # type: ignore[return-value]

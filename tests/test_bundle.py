@@ -1,0 +1,56 @@
+"""The MONAI Bundle's own tooling accepts the bundle: verify_net_in_out, ckpt_export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.bundle import ckpt_export, verify_net_in_out
+
+from cocoseg_monai.bundle import bundle_dir, config_path
+from cocoseg_monai.networks import CoCoSegNet
+
+from .conftest import TINY_FEATURES
+
+
+def _bundle_args() -> dict:
+    return {
+        "meta_file": str(bundle_dir() / "configs" / "metadata.json"),
+        "config_file": str(config_path("train")),
+        "features": list(TINY_FEATURES),
+    }
+
+
+def test_verify_net_in_out_passes():
+    verify_net_in_out(net_id="network_def", n=2, any=16, device="cpu", **_bundle_args())
+
+
+def test_ckpt_export_writes_torchscript_matching_eager(tmp_path):
+    net = CoCoSegNet(features=TINY_FEATURES).eval()
+    for cam in net.attention:
+        cam.gamma.data.fill_(0.2)
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    ts_path = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts_path), ckpt_file=str(ckpt), **_bundle_args())
+    loaded = torch.jit.load(str(ts_path))
+    x = torch.rand(1, 2, 48, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
+
+
+def test_metadata_declares_two_channel_ct_pet_input():
+    import json
+
+    meta = json.loads((bundle_dir() / "configs" / "metadata.json").read_text())
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["num_channels"] == 2 and image["channel_def"] == {"0": "CT", "1": "PET"}
+    assert "required_packages_version" in meta and "optional_packages_version" not in meta
+
+
+@pytest.mark.parametrize("run_id", ["run", "training"])
+def test_train_config_defines_both_run_ids(run_id):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_path("train")))
+    assert run_id in parser

@@ -1,0 +1,206 @@
+"""The bundle's training workflow: outputs, resume, atomic checkpoints, the `cocoseg train` front door."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from cocoseg_monai.atomic import atomic_torch_save
+from cocoseg_monai.bundle import bundle_dir, config_path, run_bundle
+from cocoseg_monai.cli import TRAIN_FLAGS, parse_args, train_overrides
+from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
+from cocoseg_monai.handlers import HISTORY_KEYS
+from cocoseg_monai.networks import CoCoSegNet
+
+from .conftest import TINY_FEATURES
+
+TINY_RUN = {
+    "features": list(TINY_FEATURES),
+    "patch_size": [32, 32],
+    "num_samples": 2,
+    "batch_size": 4,
+    "num_workers": 0,
+    "progress_bar": False,
+    "val_sw_batch_size": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantom")
+    write_dataset(root, patients=5, seed=3, fmt="png", config=PhantomConfig(size=48, slices=4))
+    return root
+
+
+def _train(data: Path, logdir: Path, **overrides) -> None:
+    run_bundle(
+        [config_path("train")],
+        run_id="training",
+        overrides={**TINY_RUN, "dataset_dir": str(data), "logdir": str(logdir), **overrides},
+    )
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tiny_data, tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("run")
+    _train(tiny_data, logdir, max_epochs=2, save_freq=1)
+    return logdir
+
+
+def test_training_writes_every_output(two_epoch_run):
+    logdir = two_epoch_run
+    for name in ("config.json", "history.json", "datalist.json", "best_model.pth", "latest.pth"):
+        assert (logdir / name).is_file(), name
+    assert (logdir / "checkpoint_epoch_1.pth").is_file() and (logdir / "checkpoint_epoch_2.pth").is_file()
+    assert any((logdir / "tensorboard").glob("events.out.tfevents.*"))
+    history = json.loads((logdir / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    for key in HISTORY_KEYS:
+        assert len(history[key]) == 2 and all(v is not None for v in history[key]), key
+    assert history["best_val_dice"] == max(history["val_dice"])
+    config = json.loads((logdir / "config.json").read_text())
+    assert config["epoch"] == 2 and config["loss_type"] == "combined" and config["features"] == list(TINY_FEATURES)
+
+
+def test_checkpoint_holds_everything_needed_to_resume(two_epoch_run):
+    ckpt = torch.load(two_epoch_run / "latest.pth", weights_only=True)
+    assert {"model", "ema", "optimizer", "scheduler", "trainer", "history", "checkpointer"} <= set(ckpt)
+    trainer = ckpt["trainer"]  # Ignite keeps the iteration; the epoch is iteration // epoch_length
+    assert trainer["iteration"] == 2 * trainer["epoch_length"] > 0
+    assert ckpt["checkpointer"]["best_metric"] is not None
+
+
+def test_bundle_model_is_the_ema_state_dict_of_the_best_epoch(two_epoch_run):
+    best = torch.load(two_epoch_run / "best_model.pth", weights_only=True)
+    weights = torch.load(two_epoch_run / "models" / "model.pt", weights_only=True)
+    net = CoCoSegNet(features=TINY_FEATURES)
+    net.load_state_dict(weights)
+    for key, value in best["ema"].items():
+        torch.testing.assert_close(weights[key], value)
+
+
+def test_resume_continues_at_next_epoch_with_same_optimizer_and_schedule(tiny_data, two_epoch_run, tmp_path):
+    ckpt_path = two_epoch_run / "checkpoint_epoch_1.pth"
+    saved = torch.load(ckpt_path, weights_only=True)
+    (tmp_path / "datalist.json").write_text((two_epoch_run / "datalist.json").read_text())
+    workflow = ConfigWorkflow(
+        config_file=str(config_path("train")),
+        meta_file=str(bundle_dir() / "configs" / "metadata.json"),
+        logging_file=False,
+        **{**TINY_RUN, "dataset_dir": str(tiny_data), "logdir": str(tmp_path), "max_epochs": 2},
+        resume=True,
+        resume_ckpt=str(ckpt_path),
+    )
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    workflow.parser.get_parsed_content("checkpoint_loader")(trainer)
+    assert trainer.state.epoch == 1
+    optimizer = workflow.parser.get_parsed_content("optimizer")
+    scheduler = workflow.parser.get_parsed_content("lr_scheduler")
+    assert scheduler.state_dict() == saved["scheduler"]
+    state = optimizer.state_dict()
+    assert state["param_groups"] == saved["optimizer"]["param_groups"]
+    for i, s in saved["optimizer"]["state"].items():
+        torch.testing.assert_close(state["state"][i]["exp_avg"], s["exp_avg"])
+
+    _train(tiny_data, tmp_path, max_epochs=2, resume=True, resume_ckpt=str(ckpt_path))
+    resumed = json.loads((tmp_path / "history.json").read_text())
+    uninterrupted = json.loads((two_epoch_run / "history.json").read_text())
+    assert resumed["epoch"] == [1, 2]
+    assert resumed["lr"] == pytest.approx(uninterrupted["lr"])
+    assert resumed["train_loss"][0] == uninterrupted["train_loss"][0]  # epoch 1 came from the checkpoint
+
+
+def _messages(error: BaseException) -> str:
+    """The messages of an exception and of every exception it was raised from."""
+    out = []
+    while error is not None:
+        out.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(out)
+
+
+def test_checkpoint_from_other_architecture_fails_naming_mismatched_keys(tiny_data, two_epoch_run, tmp_path):
+    with pytest.raises(RuntimeError) as err:
+        _train(
+            tiny_data,
+            tmp_path,
+            max_epochs=2,
+            features=[8, 16, 32, 64],
+            resume=True,
+            resume_ckpt=str(two_epoch_run / "latest.pth"),
+        )
+    assert "size mismatch for ct_encoder.level1.conv_0.conv.weight" in _messages(err.value)
+
+
+def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
+    import cocoseg_monai.atomic as atomic
+
+    path = tmp_path / "latest.pth"
+    atomic_torch_save({"epoch": 1}, path)
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="latest.pth"):
+        atomic_torch_save({"epoch": 2, "weights": torch.zeros(1000)}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pth"]  # no temporary file left behind
+
+
+def test_train_flags_map_to_bundle_keys(tmp_path):
+    args = parse_args(
+        ["train", "--epoch", "7", "--lr", "0.003", "--bs", "2", "--dataset_root", str(tmp_path), "--logdir", "out",
+         "--val_ratio", "0.3", "--random_seed", "5", "--loss_type", "tversky", "--dice_weight", "0.7",
+         "--ce_weight", "0.3", "--val_freq", "2", "--save_freq", "3", "--num_workers", "1", "--resume",
+         "--resume_ckpt", "out/x.pth", "--set", "features=[8,16,32,64]"]
+    )
+    o = train_overrides(args, args._explicit)
+    assert o["max_epochs"] == 7 and o["learning_rate"] == 0.003 and o["batch_size"] == 2
+    assert o["dataset_dir"] == str(tmp_path) and o["logdir"] == "out" and o["val_ratio"] == 0.3
+    assert o["random_seed"] == 5 and o["loss_type"] == "tversky" and o["dice_weight"] == 0.7
+    assert o["ce_weight"] == 0.3 and o["val_freq"] == 2 and o["save_freq"] == 3 and o["num_workers"] == 1
+    assert o["resume"] is True and o["resume_ckpt"] == "out/x.pth"
+    assert o["device"] == "$torch.device('cpu')" and o["features"] == [8, 16, 32, 64]
+
+
+def test_train_defaults_are_the_original_ones():
+    args = parse_args(["train"])
+    expected = {"epoch": 500, "lr": 1e-4, "bs": 8, "dataset_root": "./dataset", "logdir": "./logs/",
+                "use_gpu": False, "val_ratio": 0.2, "random_seed": 42, "loss_type": "combined",
+                "dice_weight": 0.5, "ce_weight": 0.5, "val_freq": 1, "save_freq": 5, "num_workers": 4,
+                "resume": False, "resume_ckpt": "./logs/latest.pth"}
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_missing_default_dataset_root_falls_back_to_embedded_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = parse_args(["train"])
+    assert train_overrides(args, args._explicit)["dataset_dir"] == ""
+
+
+def test_config_file_values_sit_between_defaults_and_flags(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"epoch": 50, "bs": 16, "loss_type": "focal"}))
+    args = parse_args(["train", "--config", str(cfg), "--bs", "4"])
+    assert (args.epoch, args.bs, args.loss_type, args.lr) == (50, 4, "focal", 1e-4)
+
+
+def test_config_file_with_unknown_key_is_refused_naming_it(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"epochs": 50}))
+    with pytest.raises(SystemExit, match="epochs"):
+        parse_args(["train", "--config", str(cfg)])
+
+
+@pytest.mark.parametrize("name", ["default_config.json", "focal_loss_config.json", "large_batch_config.json"])
+def test_shipped_config_files_parse(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    args = parse_args(["train", "--config", str(path)])
+    assert set(json.loads(path.read_text())) <= set(TRAIN_FLAGS)
+    assert args.epoch > 0
