@@ -242,14 +242,22 @@ def test_nifti_grids_and_contents(tmp_path: Path, io_studies) -> None:
     assert np.allclose(ct_zooms, IO.ct_spacing)
     assert (pet_zooms > ct_zooms).all(), (pet_zooms, ct_zooms)
     assert np.allclose(_corners(ct), _corners(pet)), "CT and PET must cover the same box"
-    assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
+    assert nib.aff2axcodes(ct.affine) == ("L", "A", "S")
     assert nib.aff2axcodes(ct.affine) == nib.aff2axcodes(pet.affine)
-    assert np.allclose(np.diag(ct.affine)[:3], IO.ct_spacing)
+    assert np.allclose(np.abs(np.diag(ct.affine)[:3]), IO.ct_spacing)
     assert ct.get_data_dtype() == np.int16 and mask.get_data_dtype() == np.uint8
     assert np.array_equal(np.asarray(ct.dataobj), s.ct_hu.astype(np.int16))
     assert np.array_equal(np.asarray(mask.dataobj), s.label)
     assert np.array_equal(np.asarray(pet.dataobj, dtype=np.float32), s.pet_suv_coarse)
     assert mask.shape == ct.shape == IO.ct_shape and pet.shape == IO.pet_shape
+
+
+def test_liver_lies_on_the_patients_right_in_world_coordinates(io_studies) -> None:
+    # RAS+ world: +x is the patient's right. A mirrored affine would put the liver at x < 0.
+    s = next(st for st in io_studies if (st.tissue == Tissue.LIVER).any())
+    ijk = np.argwhere(s.tissue == Tissue.LIVER).mean(axis=0)
+    x_world = (s.ct_affine @ np.array([*ijk, 1.0]))[0]
+    assert x_world > 20.0, x_world
 
 
 def test_png_round_trip_and_names(tmp_path: Path, io_studies) -> None:

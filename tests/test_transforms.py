@@ -321,7 +321,7 @@ def _volume_item(tmp_path: Path, label_shape=(8, 6, 4)) -> dict:
 
 
 def test_pet_is_resampled_onto_the_ct_grid(tmp_path):
-    out = get_preprocess_transforms("nifti", suv_max=10.0, concat=False)(_volume_item(tmp_path))
+    out = get_preprocess_transforms("nifti", suv_max=10.0, concat=False, axcodes=None)(_volume_item(tmp_path))
     assert out["pet"].shape == out["image"].shape == (1, 8, 6, 4)
     np.testing.assert_allclose(out["pet"].pixdim.numpy(), [1.0, 1.0, 2.0])
     np.testing.assert_allclose(out["pet"].affine.numpy(), out["image"].affine.numpy())
@@ -343,9 +343,9 @@ def test_nifti_label_off_the_ct_grid_raises_naming_files_and_shapes(tmp_path):
     assert "'label' " + item["label"] + " spatial shape (8, 6, 3)" in str(_data_error(excinfo))
 
 
-def test_nifti_keeps_stored_voxel_order_by_default(tmp_path):
+def test_nifti_keeps_stored_voxel_order_without_axcodes(tmp_path):
     item = _volume_item(tmp_path)
-    out = get_val_transforms("nifti")(item)
+    out = get_val_transforms("nifti", axcodes=None)(item)
     np.testing.assert_array_equal(out["label"][0].numpy(), nib.load(item["label"]).get_fdata())
 
 
@@ -433,3 +433,17 @@ def test_presets_build_from_a_bundle_config():
                                      "image_format": "nifti", "patch_size": [32, 32], "num_samples": 2,
                                      "ct_window": [-200, 300], "label_mapping": {"0": 0, "1": 1, "2": 1}}})
     assert isinstance(parser.get_parsed_content("train"), Compose)
+
+
+def test_phantom_png_slice_and_nifti_slice_load_identically(tmp_path):
+    from cocoseg_monai.data import find_pairs
+    from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
+
+    write_dataset(tmp_path, patients=1, seed=7, fmt="both", config=PhantomConfig(size=48, slices=6))
+    png_items = find_pairs(tmp_path / "png")
+    volume = get_val_transforms("nifti")(find_pairs(tmp_path / "nifti")[0])  # default axcodes: LPS
+    for k in (1, 3):
+        item = next(i for i in png_items if i["image"].endswith(f"slice_{k + 1:04d}.png"))
+        slice_ = get_val_transforms("png")(item)
+        torch.testing.assert_close(slice_["image"][0], volume["image"][0, ..., k])  # CT channel
+        torch.testing.assert_close(slice_["label"][0], volume["label"][0, ..., k])

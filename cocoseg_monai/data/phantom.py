@@ -67,6 +67,7 @@ import dataclasses
 import enum
 import gzip
 import io
+import json
 import math
 import os
 import re
@@ -410,15 +411,26 @@ def patient_id(index: int) -> str:
 
 
 def _centred_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
-    affine = np.diag([*map(float, spacing), 1.0])
-    affine[:3, 3] = [-(n - 1) / 2.0 * s for n, s in zip(shape, spacing)]
+    """RAS+ affine of an array whose axes point to the patient's left, anterior and superior.
+
+    The canvas puts +X on the patient's left (the liver at -X), while RAS+ world x grows to the
+    right: hence the negative x spacing (array orientation ``LAS``).
+    """
+    signs = (-1.0, 1.0, 1.0)
+    affine = np.diag([*(g * float(s) for g, s in zip(signs, spacing)), 1.0])
+    affine[:3, 3] = [-(n - 1) / 2.0 * g * s for n, g, s in zip(shape, signs, spacing)]
     return affine
 
 
-def _patient_rng(seed: int, index: int) -> np.random.Generator:
-    # spawn_key=(index,) is what SeedSequence(seed).spawn(n)[index] gives: patient k does not
-    # depend on how many patients are drawn.
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(index,)))
+def _patient_streams(seed: int, index: int, n: int) -> list[np.random.Generator]:
+    """``n`` independent generators for patient ``index``.
+
+    ``spawn_key=(index,)`` is what ``SeedSequence(seed).spawn(N)[index]`` gives, so patient k does
+    not depend on how many patients are drawn; separate streams per stage keep, e.g., the anatomy
+    of a patient unchanged when its lesions change.
+    """
+    patient = np.random.SeedSequence(entropy=seed, spawn_key=(index,))
+    return [np.random.default_rng(s) for s in patient.spawn(n)]
 
 
 def _resample_axis(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
@@ -552,6 +564,11 @@ def _torso_axes(Z: np.ndarray, p: dict[str, float]) -> tuple[np.ndarray, np.ndar
     return a, b, fat
 
 
+def _spine_y(bi: np.ndarray) -> np.ndarray:
+    """AP position of the vertebral body centres: a fixed depth in front of the back muscles."""
+    return -(bi - 50)
+
+
 def _build_anatomy(shape: Sequence[int], spacing: Sequence[float], include_head: bool,
                    rng: np.random.Generator) -> _Canvas:
     """Paint the tissue map; later structures overwrite earlier ones."""
@@ -595,7 +612,6 @@ def _paint_abdomen(c: _Canvas, ai, bi, p, rng) -> None:
     c.paint(_ellipse(c, 0.32 * ai, 0.3 * bi, 0.3 * ai - 5, 0.3 * bi - 5, prof, angle=-0.4), Tissue.BOWEL)
     gas = _ellipse(c, 0.32 * ai, 0.3 * bi, 0.3 * ai - 5, 0.3 * bi - 5, prof, angle=-0.4) & (c.Y > 0.42 * bi)
     c.paint(gas, Tissue.GAS)
-    c.regions["abdomen"] = cavity
 
 
 def _paint_chest(c: _Canvas, ai, bi, p, rng) -> None:
@@ -626,7 +642,7 @@ def _paint_chest(c: _Canvas, ai, bi, p, rng) -> None:
     c.paint(cavity, Tissue.BLOOD)
 
     # airways: trachea down the upper mediastinum
-    spine_y = -(bi - 50)
+    spine_y = _spine_y(bi)
     c.paint(_ellipse(c, 0, spine_y + 45, 9, 8) & (c.Z > 530) & (c.Z <= _TORSO_MM), Tissue.GAS)
     _paint_great_vessels(c, ai, bi, spine_y)
 
@@ -644,7 +660,6 @@ def _paint_great_vessels(c: _Canvas, ai, bi, spine_y) -> None:
     iliac = (_ellipse(c, lat, spine_y + 34, 7, 7) | _ellipse(c, -lat, spine_y + 34, 7, 7)) & (Z >= 60) & (Z < 150)
     c.paint(aorta | ivc | iliac, Tissue.BLOOD)
     c.regions["aorta"] = aorta
-    c.regions["blood_pool"] = aorta | ivc
 
 
 def _paint_abdominal_organs(c: _Canvas, ai, bi, p) -> None:
@@ -666,7 +681,7 @@ def _paint_abdominal_organs(c: _Canvas, ai, bi, p) -> None:
     c.paint(_ellipse(c, 0, 0.3 * bi, 0.3 * ai * bl, 0.33 * bi * bl, _zprofile(c.Z, 0, 60 + 80 * bl, 50)),
             Tissue.BLADDER)
     # psoas muscles thicken towards the pelvis
-    spine_y = -(bi - 50)
+    spine_y = _spine_y(bi)
     r = 6 + 16 * np.clip((300 - c.Z) / 220, 0, 1)
     psoas = (_ellipse(c, 36 + r, spine_y + 8, r, r * 0.9) | _ellipse(c, -36 - r, spine_y + 8, r, r * 0.9))
     c.paint(psoas & (c.Z >= 70) & (c.Z <= 300), Tissue.SOFT)
@@ -681,7 +696,7 @@ def _paint_skeleton(c: _Canvas, ai, bi, p, spacing) -> None:
     # a cortical shell thinner than a voxel would vanish on coarse grids
     shell = max(2.5, 0.8 * spacing[0])
     Z, torso = c.Z, c.Z <= _TORSO_MM
-    spine_y = -(bi - 50)
+    spine_y = _spine_y(bi)
     rv = np.interp(Z, [0, 300, 600], [19, 17, 13])  # vertebral bodies shrink upwards
     body = _ellipse(c, 0, spine_y, rv * 1.1, rv) & torso
     marrow = _ellipse(c, 0, spine_y, rv * 1.1 - shell, rv - shell) & torso
@@ -690,7 +705,6 @@ def _paint_skeleton(c: _Canvas, ai, bi, p, spacing) -> None:
     spinous = _ellipse(c, 0, canal_y - 16, 5, 10) & torso
     _paint_bone(c, body | arch | spinous, marrow)
     c.paint(_ellipse(c, 0, canal_y, 8, 7) & torso, Tissue.CSF)
-    vertebra = body
     c.regions["vertebra"] = marrow
 
     # ribs: a band under the chest wall cut into oblique segments that shift from slice to slice
@@ -715,7 +729,6 @@ def _paint_skeleton(c: _Canvas, ai, bi, p, spacing) -> None:
         _paint_bone(c, wing | head, wing_m | head_m)
         pelvis_marrow |= wing_m | head_m
     c.regions["pelvis"] = pelvis_marrow
-    c.regions["vertebra_outer"] = vertebra
 
 
 def _paint_head_and_neck(c: _Canvas, p, spacing) -> None:
@@ -994,9 +1007,7 @@ def generate_patient(index: int, seed: int, config: PhantomConfig | None = None)
         raise ValueError(f"index must be a non-negative integer, got {index!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    rng = _patient_rng(int(seed), int(index))
-    # independent streams: the anatomy of a patient does not change with its lesions
-    rng_anat, rng_int, rng_les, rng_ct, rng_pet = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(5))
+    rng_anat, rng_int, rng_les, rng_ct, rng_pet = _patient_streams(int(seed), int(index), 5)
     canvas = _build_anatomy(config.ct_shape, config.ct_spacing, config.include_head, rng_anat)
     ct, pet = _ideal_images(canvas.tissue, rng_int)
     if is_lesion_free(int(index), int(seed), config.lesion_free_fraction):
@@ -1200,8 +1211,6 @@ def write_dataset(out_dir: str | os.PathLike, patients: int, seed: int, fmt: str
 
 
 def _dataset_is_complete(out: Path, spec: dict[str, Any]) -> bool:
-    import json
-
     try:
         meta = json.loads((out / "phantom.json").read_text())
     except (OSError, ValueError):

@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_SUV_MAX",
     "DEFAULT_CT_PNG_OFFSET",
     "DEFAULT_PET_PNG_SCALE",
+    "DEFAULT_AXCODES",
     "get_preprocess_transforms",
     "get_train_transforms",
     "get_val_transforms",
@@ -68,6 +69,10 @@ DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 DEFAULT_SUV_MAX = 20.0
 DEFAULT_CT_PNG_OFFSET = 1024.0
 DEFAULT_PET_PNG_SCALE = 1000.0
+#: NIfTI volumes are reoriented so that their axial slices have the orientation of a radiological
+#: PNG slice as MONAI's PIL reader loads it (x: patient's right -> left, y: anterior -> posterior).
+#: A network trained on PNG slices then sees volumes the same way, and vice versa.
+DEFAULT_AXCODES = "LPS"
 
 CT, PET, LABEL = "image", "pet", "label"
 
@@ -81,7 +86,7 @@ def get_preprocess_transforms(
     pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
     label_mapping: Mapping[Any, Any] | None = None,
     concat: bool = True,
-    axcodes: str | None = None,
+    axcodes: str | None = DEFAULT_AXCODES,
 ) -> Compose:
     """Load, check, align and normalise one datalist item (deterministic).
 
@@ -109,10 +114,11 @@ def get_preprocess_transforms(
     concat
         Stack CT and PET into a 2-channel ``"image"``.
     axcodes
-        NIfTI only: reorient CT and label to these axis codes first (MONAI ``Orientationd``),
-        e.g. ``"LPS"`` for slices in radiological display orientation (``x`` = column from the
-        patient's right, ``y`` = row from anterior), the way a radiological PNG is read. None
-        (default) keeps the stored voxel order, so predictions stay voxel-aligned with the CT file.
+        NIfTI only: reorient CT and label to these axis codes first (MONAI ``Orientationd``).
+        The default ``"LPS"`` gives slices in radiological display orientation (``x`` = column
+        from the patient's right, ``y`` = row from anterior), the way a radiological PNG is read,
+        so PNG-trained models apply to volumes. Inference inverts it to write predictions in the
+        CT file's voxel order. None keeps the stored voxel order.
     """
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
@@ -165,7 +171,7 @@ def get_train_transforms(
     pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
     label_mapping: Mapping[Any, Any] | None = None,
     augment: bool = True,
-    axcodes: str | None = None,
+    axcodes: str | None = DEFAULT_AXCODES,
 ) -> Compose:
     """Preprocessing, positive/negative 2D patch sampling and (optionally) augmentation.
 
@@ -247,7 +253,7 @@ def get_val_transforms(
     ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
     pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
     label_mapping: Mapping[Any, Any] | None = None,
-    axcodes: str | None = None,
+    axcodes: str | None = DEFAULT_AXCODES,
 ) -> Compose:
     """Whole slices (PNG, ``[2, W, H]``) or whole volumes on the CT grid (NIfTI, ``[2, X, Y, Z]``).
 
@@ -265,7 +271,7 @@ def get_infer_transforms(
     ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
     pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
     label_mapping: Mapping[Any, Any] | None = None,
-    axcodes: str | None = None,
+    axcodes: str | None = DEFAULT_AXCODES,
 ) -> Compose:
     """As :func:`get_val_transforms`, with ``"label"`` optional (processed when present).
 
