@@ -204,3 +204,21 @@ def test_shipped_config_files_parse(name):
     args = parse_args(["train", "--config", str(path)])
     assert set(json.loads(path.read_text())) <= set(TRAIN_FLAGS)
     assert args.epoch > 0
+
+
+def test_plot_history_writes_training_curves_png(two_epoch_run, tmp_path):
+    from PIL import Image
+
+    from cocoseg_monai.cli import main
+
+    out = tmp_path / "curves.png"
+    assert main(["plot-history", str(two_epoch_run), "--out", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (1600, 360)
+
+
+def test_plot_history_names_a_missing_history(tmp_path):
+    from cocoseg_monai.visualize import plot_history
+
+    with pytest.raises(FileNotFoundError, match="history.json"):
+        plot_history(tmp_path / "history.json")

@@ -447,3 +447,31 @@ def test_phantom_png_slice_and_nifti_slice_load_identically(tmp_path):
         slice_ = get_val_transforms("png")(item)
         torch.testing.assert_close(slice_["image"][0], volume["image"][0, ..., k])  # CT channel
         torch.testing.assert_close(slice_["label"][0], volume["label"][0, ..., k])
+
+
+def test_hotspot_sampling_map_marks_lesion_over_avid_over_background():
+    from cocoseg_monai.transforms import HotspotSamplingMapd
+
+    image = torch.zeros(2, 4, 3)
+    image[1, 0, :] = 0.5  # avid PET row (SUV 10 at suv_max 20)
+    image[1, 1, 0] = 0.1  # below the SUV 2.5 threshold (0.125)
+    label = torch.zeros(1, 4, 3)
+    label[0, 0, 2] = 1  # a lesion pixel inside the avid row
+    out = HotspotSamplingMapd(threshold=0.125)({"image": image, "label": label})["sampling_map"]
+    expected = torch.zeros(1, 4, 3, dtype=torch.uint8)
+    expected[0, 0, :] = 1
+    expected[0, 0, 2] = 2
+    assert torch.equal(out, expected)
+
+
+def test_train_patches_can_be_drawn_only_on_avid_non_lesion_pixels(tmp_path):
+    # odds 0 : 1 : 0 -> every patch is centred on the avid, non-lesion square
+    ct = np.full((32, 32), 1024, np.uint16)
+    pet = np.zeros((32, 32), np.uint16)
+    pet[20:24, 20:24] = 8000  # SUV 8, no lesion there
+    mask = np.zeros((32, 32), np.uint8)
+    mask[2:4, 2:4] = 255
+    item = {k: _save_png(tmp_path / f"{k}.png", a) for k, a in (("image", ct), ("pet", pet), ("label", mask))}
+    t = get_train_transforms("png", patch_size=(4, 4), num_samples=6, pos=0, hot=1, neg=0, augment=False)
+    for patch in t(item):
+        assert patch["image"][1].max() > 0.3 and patch["label"].sum() == 0

@@ -16,7 +16,7 @@ from ..atomic import atomic_write_json
 __all__ = ["HistoryWriter", "HISTORY_KEYS"]
 
 #: The lists in ``history.json``, one value per epoch (``None`` where validation did not run).
-HISTORY_KEYS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "val_iou", "val_acc", "lr")
+HISTORY_KEYS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "val_slice_dice", "val_iou", "val_acc", "lr")
 
 
 class HistoryWriter:
@@ -26,8 +26,11 @@ class HistoryWriter:
     validation Dice and its epoch::
 
         {"epoch": [1, 2], "train_loss": [...], "train_dice": [...], "val_loss": [...],
-         "val_dice": [...], "val_iou": [...], "val_acc": [...], "lr": [...],
-         "best_val_dice": 0.71, "best_epoch": 2}
+         "val_dice": [...], "val_slice_dice": [...], "val_iou": [...], "val_acc": [...],
+         "lr": [...], "best_val_dice": 0.71, "best_epoch": 2}
+
+    ``val_dice`` is the key metric of the bundle (Dice per case, see
+    :class:`~cocoseg_monai.metrics.CaseDice`); ``val_slice_dice`` is MONAI's per-slice mean.
 
     Attach to the trainer after the ``ValidationHandler``, so that the validation of an epoch
     has run when the epoch is recorded. The file is rewritten atomically every epoch. The
@@ -58,7 +61,8 @@ class HistoryWriter:
         self.optimizer = optimizer
         self.train_metrics = dict(train_metrics or {"train_loss": "train_loss", "train_dice": "train_dice"})
         self.val_metrics = dict(
-            val_metrics or {"val_loss": "val_loss", "val_dice": "val_dice", "val_iou": "val_iou", "val_acc": "val_acc"}
+            val_metrics
+            or {k: k for k in ("val_loss", "val_dice", "val_slice_dice", "val_iou", "val_acc")}
         )
         self.enabled = enabled
         self.history: dict[str, Any] = {key: [] for key in HISTORY_KEYS}
@@ -92,10 +96,14 @@ class HistoryWriter:
             self.history.update(best_val_dice=dice, best_epoch=epoch)
         if validated:
             self.logger.info(
-                "epoch %d/%d val: loss %s  dice %s  iou %s  acc %s  | train loss %s dice %s | best dice %s @ %s",
+                "epoch %d/%d val: loss %s  dice %s (per slice %s)  iou %s  acc %s  | train loss %s dice %s"
+                " | best dice %s @ %s",
                 epoch,
                 engine.state.max_epochs,
-                *(_fmt(record.get(k)) for k in ("val_loss", "val_dice", "val_iou", "val_acc", "train_loss", "train_dice")),
+                *(
+                    _fmt(record.get(k))
+                    for k in ("val_loss", "val_dice", "val_slice_dice", "val_iou", "val_acc", "train_loss", "train_dice")
+                ),
                 _fmt(self.history["best_val_dice"]),
                 self.history["best_epoch"],
             )

@@ -24,6 +24,7 @@ def build_loss(
     focal_alpha: float = 1.0,
     focal_gamma: float = 2.0,
     include_background: bool = True,
+    batch_dice: bool = True,
 ) -> nn.Module:
     """Build the segmentation loss named by ``loss_type``.
 
@@ -41,6 +42,10 @@ def build_loss(
                 plain multiplier; 1.0 / 2.0 for hard examples)
     ==========  ==================================================================  ================
 
+    ``batch_dice`` sums the overlap terms of the Dice-type losses over the whole batch before
+    dividing (as nnU-Net does): patches without lesion then cannot dominate the loss with
+    their noisy per-sample ratio.
+
     Raises:
         ValueError: for an unknown ``loss_type`` or negative weights, naming the value.
     """
@@ -57,16 +62,17 @@ def build_loss(
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}.")
     common = {"include_background": include_background, "to_onehot_y": True}
+    dice_like = {**common, "softmax": True, "batch": batch_dice}
     if loss_type == "combined":
         if dice_weight + ce_weight == 0:
             raise ValueError("dice_weight and ce_weight are both 0: the combined loss would be constant.")
-        return DiceCELoss(softmax=True, lambda_dice=dice_weight, lambda_ce=ce_weight, **common)
+        return DiceCELoss(lambda_dice=dice_weight, lambda_ce=ce_weight, **dice_like)
     if loss_type == "dice":
-        return DiceLoss(softmax=True, **common)
+        return DiceLoss(**dice_like)
     if loss_type == "ce":
-        return DiceCELoss(softmax=True, lambda_dice=0.0, lambda_ce=1.0, **common)
+        return DiceCELoss(lambda_dice=0.0, lambda_ce=1.0, **dice_like)
     if loss_type == "iou":
-        return DiceLoss(softmax=True, jaccard=True, **common)
+        return DiceLoss(jaccard=True, **dice_like)
     if loss_type == "tversky":
-        return TverskyLoss(softmax=True, alpha=tversky_alpha, beta=tversky_beta, **common)
+        return TverskyLoss(alpha=tversky_alpha, beta=tversky_beta, **dice_like)
     return FocalLoss(use_softmax=True, gamma=focal_gamma, weight=focal_alpha, **common)

@@ -36,7 +36,7 @@ from monai.transforms import (
     EnsureTyped,
     Orientationd,
     RandAffined,
-    RandCropByPosNegLabeld,
+    RandCropByLabelClassesd,
     RandFlipd,
     RandGaussianNoised,
     RandRotate90d,
@@ -52,6 +52,7 @@ from cocoseg_monai.transforms.checks import CheckFinited, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
 from cocoseg_monai.transforms.io import IMAGE_FORMATS, LoadImageCheckedd
 from cocoseg_monai.transforms.label import BinarizeMaskd
+from cocoseg_monai.transforms.sampling import SAMPLING_CLASSES, HotspotSamplingMapd
 
 __all__ = [
     "DEFAULT_CT_WINDOW",
@@ -75,6 +76,7 @@ DEFAULT_PET_PNG_SCALE = 1000.0
 DEFAULT_AXCODES = "LPS"
 
 CT, PET, LABEL = "image", "pet", "label"
+SAMPLING_MAP = "sampling_map"
 
 
 def get_preprocess_transforms(
@@ -165,26 +167,32 @@ def get_train_transforms(
     num_samples: int = 4,
     pos: float = 1.0,
     neg: float = 1.0,
+    hot: float = 0.0,
+    hot_suv: float = 2.5,
     ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
     suv_max: float = DEFAULT_SUV_MAX,
     ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
     pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
     label_mapping: Mapping[Any, Any] | None = None,
     augment: bool = True,
+    rot90_prob: float = 0.0,
     axcodes: str | None = DEFAULT_AXCODES,
 ) -> Compose:
-    """Preprocessing, positive/negative 2D patch sampling and (optionally) augmentation.
+    """Preprocessing, lesion / hard-negative / background 2D patch sampling and augmentation.
 
     Output: a list of ``num_samples`` dicts ``{"image": float32 [2, *patch_size] in [0, 1],
     "label": float32 [1, *patch_size] 0/1}`` per input item (MONAI's ``Dataset`` and
     ``list_data_collate`` flatten them into the batch).
 
-    Patches are centred on a foreground pixel with probability ``pos / (pos + neg)``
-    (:class:`~monai.transforms.RandCropByPosNegLabeld`); images smaller than ``patch_size`` are
-    zero-padded first. For NIfTI the patch is ``[*patch_size, 1]`` (one axial slice) squeezed to
-    2D. Sampling is always on; ``augment`` adds random flips, 90-degree rotations, a small affine
-    (rotation up to 15 degrees, scale +-10 %), per-channel intensity scale/shift and Gaussian noise,
-    then clips back to [0, 1].
+    Patch centres are drawn with :class:`~monai.transforms.RandCropByLabelClassesd` from a
+    :class:`~cocoseg_monai.transforms.HotspotSamplingMapd`: on a lesion pixel, on a PET-avid
+    non-lesion pixel (SUV above ``hot_suv``: bladder, kidneys, heart, the usual false positives)
+    or on any other pixel, with relative odds ``pos : hot : neg``; a class absent from an image
+    is skipped. Images smaller than ``patch_size`` are zero-padded first. For NIfTI the patch is
+    ``[*patch_size, 1]`` (one axial slice) squeezed to 2D. ``augment`` adds a random left-right
+    flip, a small affine (rotation up to 15 degrees, scale +-10 %), per-channel intensity
+    scale/shift and Gaussian noise, then clips back to [0, 1]; 90-degree turns
+    (``rot90_prob``), which axial anatomy never shows, are off by default.
 
     Parameters
     ----------
@@ -194,10 +202,14 @@ def get_train_transforms(
         2D patch ``(x, y)``.
     num_samples
         Patches per item.
-    pos, neg
-        Relative odds of foreground- and background-centred patches.
+    pos, hot, neg
+        Relative odds of lesion-, avid-non-lesion- and background-centred patches.
+    hot_suv
+        SUV above which a non-lesion pixel counts as avid (a hard negative).
     augment
         Add the random augmentations.
+    rot90_prob
+        Probability of a random 90-degree turn in the augmentation.
     """
     patch = tuple(int(p) for p in patch_size)
     if len(patch) != 2:
@@ -208,26 +220,30 @@ def get_train_transforms(
             image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes
         ).transforms
     )
-    if image_format == "png":
-        t += [
-            SpatialPadd(keys=keys, spatial_size=patch),
-            RandCropByPosNegLabeld(
-                keys=keys, label_key=LABEL, spatial_size=patch, pos=pos, neg=neg, num_samples=num_samples
-            ),
-        ]
-    else:
-        t += [
-            SpatialPadd(keys=keys, spatial_size=(*patch, -1)),  # -1: keep the slice count
-            RandCropByPosNegLabeld(
-                keys=keys, label_key=LABEL, spatial_size=(*patch, 1), pos=pos, neg=neg, num_samples=num_samples
-            ),
-            SqueezeDimd(keys=keys, dim=-1),
-        ]
+    if min(pos, hot, neg) < 0 or pos + hot + neg <= 0:
+        raise ValueError(f"pos, hot, neg must be >= 0 and not all 0, got {pos}, {hot}, {neg}")
+    volume = image_format != "png"
+    crop = (*patch, 1) if volume else patch
+    t += [
+        SpatialPadd(keys=keys, spatial_size=(*patch, -1) if volume else patch),  # -1: keep the slices
+        HotspotSamplingMapd(image_key=CT, label_key=LABEL, name=SAMPLING_MAP, threshold=hot_suv / suv_max),
+        RandCropByLabelClassesd(
+            keys=keys,
+            label_key=SAMPLING_MAP,
+            spatial_size=crop,
+            ratios=[neg, hot, pos],
+            num_classes=len(SAMPLING_CLASSES),
+            num_samples=num_samples,
+            warn=False,  # lesion-free slices are common: skipping the lesion class is expected
+        ),
+        DeleteItemsd(keys=SAMPLING_MAP),
+    ]
+    if volume:
+        t.append(SqueezeDimd(keys=keys, dim=-1))
     if augment:
         t += [
             RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
-            RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
-            RandRotate90d(keys=keys, prob=0.5, max_k=3, spatial_axes=(0, 1)),
+            RandRotate90d(keys=keys, prob=rot90_prob, max_k=3, spatial_axes=(0, 1)),
             RandAffined(
                 keys=keys,
                 prob=0.3,

@@ -1,0 +1,7 @@
+"""Segmentation metrics."""
+
+from __future__ import annotations
+
+from .case_dice import CaseDice, dice_per_case, mean_case_dice, overlap_counts
+
+__all__ = ["CaseDice", "dice_per_case", "mean_case_dice", "overlap_counts"]
