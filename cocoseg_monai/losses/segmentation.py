@@ -23,7 +23,7 @@ def build_loss(
     tversky_beta: float = 0.4,
     focal_alpha: float = 1.0,
     focal_gamma: float = 2.0,
-    include_background: bool = True,
+    include_background: bool = False,
     batch_dice: bool = True,
 ) -> nn.Module:
     """Build the segmentation loss named by ``loss_type``.
@@ -42,6 +42,10 @@ def build_loss(
                 plain multiplier; 1.0 / 2.0 for hard examples)
     ==========  ==================================================================  ================
 
+    ``include_background`` applies to the Dice-type terms: with the default ``False`` they score
+    the lesion class(es) only, as the original's binary Dice did; a background Dice near 1 would
+    otherwise halve the lesion's share of the loss. Cross-entropy always sees every class, and so
+    does the focal loss (without the background channel it would not penalise false positives).
     ``batch_dice`` sums the overlap terms of the Dice-type losses over the whole batch before
     dividing (as nnU-Net does): patches without lesion then cannot dominate the loss with
     their noisy per-sample ratio.
@@ -61,8 +65,7 @@ def build_loss(
     ):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}.")
-    common = {"include_background": include_background, "to_onehot_y": True}
-    dice_like = {**common, "softmax": True, "batch": batch_dice}
+    dice_like = {"include_background": include_background, "to_onehot_y": True, "softmax": True, "batch": batch_dice}
     if loss_type == "combined":
         if dice_weight + ce_weight == 0:
             raise ValueError("dice_weight and ce_weight are both 0: the combined loss would be constant.")
@@ -75,4 +78,4 @@ def build_loss(
         return DiceLoss(jaccard=True, **dice_like)
     if loss_type == "tversky":
         return TverskyLoss(alpha=tversky_alpha, beta=tversky_beta, **dice_like)
-    return FocalLoss(use_softmax=True, gamma=focal_gamma, weight=focal_alpha, **common)
+    return FocalLoss(include_background=True, to_onehot_y=True, use_softmax=True, gamma=focal_gamma, weight=focal_alpha)

@@ -26,7 +26,7 @@ from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple_rep
 
 from cocoseg_monai.data.discovery import DataError
-from cocoseg_monai.transforms.utils import filename_of
+from cocoseg_monai.transforms.meta import filename_of
 
 __all__ = [
     "INTENSITY_UNIT_KEY",

@@ -12,7 +12,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
 from cocoseg_monai.data.discovery import DataError
-from cocoseg_monai.transforms.utils import filename_of
+from cocoseg_monai.transforms.meta import filename_of
 
 __all__ = ["BinarizeMask", "BinarizeMaskd"]
 

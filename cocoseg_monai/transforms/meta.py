@@ -1,4 +1,4 @@
-"""Small helpers shared by the transforms: naming the file an array came from in errors."""
+"""Reading MetaTensor metadata: the file an array came from, for error messages."""
 
 from __future__ import annotations
 

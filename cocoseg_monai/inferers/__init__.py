@@ -1,0 +1,7 @@
+"""Inferers."""
+
+from __future__ import annotations
+
+from .autocast import AutocastInferer
+
+__all__ = ["AutocastInferer"]
