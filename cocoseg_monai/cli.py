@@ -51,7 +51,7 @@ TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+def _add_train_parser(sub: argparse._SubParsersAction, defaults: dict[str, Any]) -> None:
     from .losses import LOSS_TYPES
 
     p = sub.add_parser(
@@ -96,7 +96,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any other bundle override, VALUE in YAML syntax (e.g. --set features=[16,32,64,128])",
     )
-    p.set_defaults(func=_run_train)
+    p.set_defaults(func=_run_train, **defaults)
 
 
 def _load_flag_config(path: str) -> dict[str, Any]:
@@ -229,10 +229,11 @@ def _run_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The ``cocoseg`` parser; ``train_defaults`` (from ``--config``) replace the train flags' defaults."""
     parser = argparse.ArgumentParser(prog="cocoseg", description="CoCoSeg-MONAI: CT-PET lesion segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train_parser(sub)
+    _add_train_parser(sub, train_defaults or {})
     _add_plot_parser(sub)
     _add_params_parser(sub)
     return parser
@@ -243,18 +244,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     ``args._explicit`` holds the names of the flags set on the command line or in the file.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command != "train":
-        return args
-    explicit = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v != TRAIN_FLAGS[k][1]}
-    if args.config:
-        file_values = _load_flag_config(args.config)
-        train_parser = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
-        train_parser.set_defaults(**file_values)
-        args = parser.parse_args(argv)
-        explicit |= set(file_values)
-    args._explicit = explicit
+    argv = list(sys.argv[1:] if argv is None else argv)
+    file_values: dict[str, Any] = {}
+    if argv[:1] == ["train"]:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config", default=None)
+        config = pre.parse_known_args(argv[1:])[0].config
+        if config:
+            file_values = _load_flag_config(config)
+    args = build_parser(train_defaults=file_values).parse_args(argv)
+    if args.command == "train":
+        explicit = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v != TRAIN_FLAGS[k][1]}
+        args._explicit = explicit | set(file_values)
     return args
 
 

@@ -1,4 +1,4 @@
-"""Data discovery: paired CT / PET / mask files on disk -> MONAI datalists.
+"""Data discovery (paired CT / PET / mask files -> MONAI datalists) and the data a run trains on.
 
 The phantom generator lives in :mod:`cocoseg_monai.data.phantom` and is imported from there
 directly, so that importing this package stays light.
@@ -21,8 +21,11 @@ from cocoseg_monai.data.discovery import (
     split_by_patient,
     write_datalist,
 )
+from cocoseg_monai.data.training_data import DATALIST_FILENAME, prepare_training_data
 
 __all__ = [
+    "DATALIST_FILENAME",
+    "prepare_training_data",
     "DATALIST_SECTIONS",
     "MODALITY_FOLDERS",
     "PNG_NAME_PATTERN",
@@ -37,7 +40,3 @@ __all__ = [
     "split_by_patient",
     "write_datalist",
 ]
-
-from cocoseg_monai.data.training_data import DATALIST_FILENAME, prepare_training_data  # noqa: E402
-
-__all__ += ["DATALIST_FILENAME", "prepare_training_data"]

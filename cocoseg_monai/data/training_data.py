@@ -72,9 +72,9 @@ def _data_root(dataset_dir: str | os.PathLike | None, default_data_dir: Path) ->
     from .phantom import make_default_dataset  # the generator is needed only here
 
     if dataset_dir is None or str(dataset_dir).strip() == "":
-        if not (default_data_dir / "phantom.json").is_file():
-            logger.info("no dataset_dir given: generating the default phantom data set in %s", default_data_dir)
-            make_default_dataset(default_data_dir)
+        # reuses a complete set of the same parameters and generator version, else (re)builds it
+        logger.info("no dataset_dir given: the default phantom data set in %s", default_data_dir)
+        make_default_dataset(default_data_dir)
         return default_data_dir
     root = Path(dataset_dir)
     if not root.exists():
