@@ -63,3 +63,57 @@ def test_reset_forgets_previous_epoch():
 def test_shape_mismatch_is_refused_naming_shapes():
     with pytest.raises(ValueError, match=r"\[2, 3, 3\].*\[2, 4, 4\]"):
         overlap_counts(torch.zeros(2, 3, 3), torch.zeros(2, 4, 4))
+
+
+# ---- lesion-level metrics (autoPET) ------------------------------------------------------------
+import numpy as np  # noqa: E402
+
+from cocoseg_monai.metrics import connected_components, lesion_metrics  # noqa: E402
+
+
+def _two_lesions() -> np.ndarray:
+    truth = np.zeros((4, 10, 10), bool)
+    truth[1:3, 1:3, 1:3] = True  # lesion A: 8 voxels
+    truth[1, 7:9, 7:9] = True  # lesion B: 4 voxels
+    return truth
+
+
+def test_connected_components_are_fully_connected_in_3d():
+    mask = np.zeros((5, 5, 5), bool)
+    mask[0, 0, 0] = mask[1, 1, 1] = True  # corner-touching: one component with 26-connectivity
+    mask[4, 4, 4] = True  # separate
+    assert connected_components(mask)[1] == 2
+
+
+def test_fp_and_fn_volumes_in_ml_with_anisotropic_spacing():
+    truth = _two_lesions()
+    pred = np.zeros_like(truth)
+    pred[1:3, 1:3, 1:2] = True  # touches lesion A (partially): neither FP nor FN volume
+    pred[3, 5, 5] = True  # 1-voxel false positive, away from everything
+    spacing = (3.0, 2.0, 4.0)  # 24 mm^3 per voxel = 0.024 mL
+    m = lesion_metrics(pred, truth, spacing)
+    assert m.false_positive_volume_ml == pytest.approx(1 * 0.024)
+    assert m.false_negative_volume_ml == pytest.approx(4 * 0.024)  # lesion B missed entirely
+    assert (m.true_lesions, m.detected_lesions) == (2, 1) and m.sensitivity == 0.5
+    assert (m.predicted_components, m.true_positive_components) == (2, 1) and m.precision == 0.5
+
+
+def test_empty_prediction_misses_every_lesion():
+    m = lesion_metrics(np.zeros((4, 10, 10), bool), _two_lesions(), (1.0, 1.0, 1.0))
+    assert m.false_positive_volume_ml == 0.0 and m.false_negative_volume_ml == pytest.approx(12 / 1000)
+    assert m.sensitivity == 0.0 and math.isnan(m.precision)
+
+
+def test_empty_ground_truth_counts_all_prediction_as_false_positive():
+    pred = np.zeros((2, 5, 5), bool)
+    pred[0, :2, :2] = True
+    m = lesion_metrics(pred, np.zeros_like(pred), (2.0, 1.0, 1.0))
+    assert m.false_positive_volume_ml == pytest.approx(4 * 2 / 1000) and m.false_negative_volume_ml == 0.0
+    assert math.isnan(m.sensitivity) and m.precision == 0.0
+
+
+def test_lesion_metrics_refuse_mismatched_shapes_and_spacing():
+    with pytest.raises(ValueError, match="same shape"):
+        lesion_metrics(np.zeros((2, 3, 3)), np.zeros((2, 3, 4)), (1, 1, 1))
+    with pytest.raises(ValueError, match="spacing"):
+        lesion_metrics(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), (1, 1))
