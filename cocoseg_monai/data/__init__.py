@@ -21,11 +21,13 @@ from cocoseg_monai.data.discovery import (
     split_by_patient,
     write_datalist,
 )
+from cocoseg_monai.data.inference_data import inference_items
 from cocoseg_monai.data.training_data import DATALIST_FILENAME, prepare_training_data
 
 __all__ = [
     "DATALIST_FILENAME",
     "prepare_training_data",
+    "inference_items",
     "DATALIST_SECTIONS",
     "MODALITY_FOLDERS",
     "PNG_NAME_PATTERN",

@@ -1,0 +1,92 @@
+"""Whole-volume inference through bundle/configs/inference.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from cocoseg_monai.bundle import config_path, run_bundle
+from cocoseg_monai.data import DataError, find_pairs, inference_items
+from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
+from cocoseg_monai.networks import CoCoSegNet
+from cocoseg_monai.transforms import get_infer_transforms
+
+from .conftest import TINY_FEATURES
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, Path, CoCoSegNet]:
+    root = tmp_path_factory.mktemp("volumes")
+    write_dataset(root, patients=1, seed=5, fmt="nifti", config=PhantomConfig(size=48, slices=6))
+    net = CoCoSegNet(features=TINY_FEATURES).eval()
+    with torch.no_grad():
+        for cam in net.attention:
+            cam.gamma.fill_(0.3)
+        net.head.conv.bias.copy_(torch.tensor([0.0, -0.02]))  # a mix of both classes from random weights
+    ckpt = root / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    return root, ckpt, net
+
+
+def _infer(root: Path, ckpt: Path, out: Path, **overrides) -> None:
+    run_bundle(
+        [config_path("inference")],
+        run_id="run",
+        overrides={
+            "ckpt_path": str(ckpt),
+            "ct": str(root / "CT" / "patient_001.nii.gz"),
+            "pet": str(root / "PET" / "patient_001.nii.gz"),
+            "features": list(TINY_FEATURES),
+            "output_dir": str(out),
+            **overrides,
+        },
+    )
+
+
+def test_label_is_written_on_the_ct_grid_with_the_ct_affine(study, tmp_path):
+    root, ckpt, _ = study
+    _infer(root, ckpt, tmp_path)
+    ct = nib.load(root / "CT" / "patient_001.nii.gz")
+    pet = nib.load(root / "PET" / "patient_001.nii.gz")
+    seg = nib.load(tmp_path / "patient_001_seg.nii.gz")
+    assert pet.shape != ct.shape  # PET on its own, coarser grid
+    assert seg.shape == ct.shape and seg.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(seg.affine, ct.affine)
+
+
+def test_label_equals_the_network_run_slice_by_slice(study, tmp_path):
+    root, ckpt, net = study
+    _infer(root, ckpt, tmp_path, slice_batch=1)
+    item = find_pairs(root, require_labels=False)[0]
+    image = get_infer_transforms("nifti")(item)["image"]  # [2, X, Y, Z], LPS
+    with torch.no_grad():
+        lps = torch.stack([net(image[None, ..., z]).argmax(1)[0] for z in range(image.shape[-1])], -1)
+    expected = lps.numpy()[:, ::-1, :]  # LPS -> the file's LAS: flip the second axis
+    seg = np.asarray(nib.load(tmp_path / "patient_001_seg.nii.gz").dataobj)
+    assert 0 < seg.sum() < seg.size  # both classes present: the comparison means something
+    np.testing.assert_array_equal(seg, expected)
+
+
+def test_probability_maps_are_written_when_asked(study, tmp_path):
+    root, ckpt, _ = study
+    _infer(root, ckpt, tmp_path, save_probabilities=True)
+    prob = nib.load(tmp_path / "patient_001_prob.nii.gz")
+    data = np.asarray(prob.dataobj)
+    assert data.shape[:3] == nib.load(root / "CT" / "patient_001.nii.gz").shape and data.shape[-1] == 2
+    np.testing.assert_allclose(data.sum(-1), 1.0, atol=1e-5)
+
+
+def test_empty_input_folder_is_refused(tmp_path):
+    for folder in ("CT", "PET"):
+        (tmp_path / folder).mkdir()
+    with pytest.raises(DataError):
+        inference_items(tmp_path)
+
+
+def test_ct_without_pet_is_refused_naming_both(tmp_path):
+    with pytest.raises(DataError, match="ct=.*pet="):
+        inference_items(ct=str(tmp_path / "ct.nii.gz"))
