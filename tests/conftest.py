@@ -12,3 +12,16 @@ TINY_FEATURES = (4, 8, 16, 32)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def error_chain(error: BaseException | None) -> str:
+    """The messages of an exception and of every exception it was raised from.
+
+    MONAI wraps errors raised inside transforms and config expressions in its own RuntimeError;
+    the user sees the whole chain in the traceback, so tests read the whole chain.
+    """
+    out = []
+    while error is not None:
+        out.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    return "\n".join(out)

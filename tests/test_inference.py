@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +16,7 @@ from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
 from cocoseg_monai.networks import CoCoSegNet
 from cocoseg_monai.transforms import get_infer_transforms
 
-from .conftest import TINY_FEATURES
+from .conftest import TINY_FEATURES, error_chain
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,25 @@ def test_empty_input_folder_is_refused(tmp_path):
 def test_ct_without_pet_is_refused_naming_both(tmp_path):
     with pytest.raises(DataError, match="ct=.*pet="):
         inference_items(ct=str(tmp_path / "ct.nii.gz"))
+
+
+def test_ct_and_pet_that_do_not_overlap_are_refused_naming_both(study, tmp_path):
+    root, _, _ = study
+    pet = nib.load(root / "PET" / "patient_001.nii.gz")
+    moved = pet.affine.copy()
+    moved[2, 3] += 2000.0  # two metres up: no overlap with the CT
+    far = tmp_path / "pet_far.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(pet.dataobj), moved), far)
+    item = {"image": str(root / "CT" / "patient_001.nii.gz"), "pet": str(far)}
+    with pytest.raises(RuntimeError) as err:
+        get_infer_transforms("nifti")(item)
+    assert re.search(r"DataError: volumes do not overlap in space: .*patient_001.*pet_far", error_chain(err.value))
+
+
+def test_checkpoint_with_other_output_channels_is_refused_naming_the_head(study, tmp_path):
+    root, _, _ = study
+    ckpt = tmp_path / "three_classes.pt"
+    torch.save(CoCoSegNet(features=TINY_FEATURES, out_channels=3).state_dict(), ckpt)
+    with pytest.raises(RuntimeError) as err:
+        _infer(root, ckpt, tmp_path / "out")
+    assert "size mismatch for head.conv.weight" in error_chain(err.value)

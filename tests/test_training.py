@@ -16,7 +16,7 @@ from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
 from cocoseg_monai.handlers import HISTORY_KEYS
 from cocoseg_monai.networks import CoCoSegNet
 
-from .conftest import TINY_FEATURES
+from .conftest import TINY_FEATURES, error_chain
 
 TINY_RUN = {
     "features": list(TINY_FEATURES),
@@ -115,15 +115,6 @@ def test_resume_continues_at_next_epoch_with_same_optimizer_and_schedule(tiny_da
     assert resumed["train_loss"][0] == uninterrupted["train_loss"][0]  # epoch 1 came from the checkpoint
 
 
-def _messages(error: BaseException) -> str:
-    """The messages of an exception and of every exception it was raised from."""
-    out = []
-    while error is not None:
-        out.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(out)
-
-
 def test_checkpoint_from_other_architecture_fails_naming_mismatched_keys(tiny_data, two_epoch_run, tmp_path):
     with pytest.raises(RuntimeError) as err:
         _train(
@@ -134,7 +125,7 @@ def test_checkpoint_from_other_architecture_fails_naming_mismatched_keys(tiny_da
             resume=True,
             resume_ckpt=str(two_epoch_run / "latest.pth"),
         )
-    assert "size mismatch for ct_encoder.level1.conv_0.conv.weight" in _messages(err.value)
+    assert "size mismatch for ct_encoder.level1.conv_0.conv.weight" in error_chain(err.value)
 
 
 def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ mask; after preprocessing ``"image"`` is float32 ``[2, *spatial]`` (CT, PET) in 
 
 from __future__ import annotations
 
-from cocoseg_monai.transforms.checks import CheckFinite, CheckFinited, CheckSameSpatialShaped
+from cocoseg_monai.transforms.checks import CheckFinite, CheckFinited, CheckOverlapd, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import (
     INTENSITY_UNIT_KEY,
     UNIT_DISPLAY,
@@ -41,6 +41,7 @@ __all__ = [
     "CheckFinite",
     "CheckFinited",
     "CheckSameSpatialShaped",
+    "CheckOverlapd",
     "DEFAULT_CT_PNG_OFFSET",
     "DEFAULT_CT_WINDOW",
     "DEFAULT_PET_PNG_SCALE",

@@ -13,7 +13,7 @@ from monai.utils import TransformBackends
 from cocoseg_monai.data.discovery import DataError
 from cocoseg_monai.transforms.meta import filename_of
 
-__all__ = ["CheckFinite", "CheckFinited", "CheckSameSpatialShaped"]
+__all__ = ["CheckFinite", "CheckFinited", "CheckSameSpatialShaped", "CheckOverlapd"]
 
 
 class CheckFinite(Transform):
@@ -85,4 +85,49 @@ class CheckSameSpatialShaped(MapTransform):
         if len(set(shapes.values())) > 1:
             detail = "; ".join(f"{key!r} {filename_of(d[key])} spatial shape {shape}" for key, shape in shapes.items())
             raise DataError(f"spatial sizes differ where they must match: {detail}")
+        return d
+
+
+class CheckOverlapd(MapTransform):
+    """Raise unless the volumes of ``keys`` overlap in world space.
+
+    Resampling PET onto a CT grid it does not overlap gives a PET image of padding only: a
+    silent failure. The extent of each volume is its voxel corners mapped through its affine
+    (MetaTensor ``affine``); the boxes must intersect over at least ``min_fraction`` of the
+    smaller box's volume.
+
+    Input/output: ``{key: MetaTensor [C, *spatial]}``, unchanged.
+
+    Raises
+    ------
+    DataError
+        Naming the files and their world extents in mm.
+    """
+
+    def __init__(self, keys: KeysCollection, min_fraction: float = 0.01, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.min_fraction = min_fraction
+
+    @staticmethod
+    def _box(img: Any) -> torch.Tensor:
+        affine = torch.as_tensor(img.affine, dtype=torch.float64)
+        shape = [int(s) for s in img.shape[1:]]
+        corners = torch.cartesian_prod(*[torch.tensor([-0.5, s - 0.5], dtype=torch.float64) for s in shape])
+        world = corners @ affine[: len(shape), : len(shape)].T + affine[: len(shape), -1]
+        return torch.stack([world.min(0).values, world.max(0).values])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        boxes = {k: self._box(d[k]) for k in keys}
+        lo = torch.stack([b[0] for b in boxes.values()]).max(0).values
+        hi = torch.stack([b[1] for b in boxes.values()]).min(0).values
+        overlap = torch.clamp(hi - lo, min=0).prod()
+        smallest = min(float((b[1] - b[0]).prod()) for b in boxes.values())
+        if smallest <= 0 or float(overlap) < self.min_fraction * smallest:
+            detail = "; ".join(
+                f"{k!r} {filename_of(d[k])} spans {[round(float(v), 1) for v in b[0]]}..{[round(float(v), 1) for v in b[1]]} mm"
+                for k, b in boxes.items()
+            )
+            raise DataError(f"volumes do not overlap in space: {detail}")
         return d

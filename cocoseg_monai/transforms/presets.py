@@ -48,7 +48,7 @@ from monai.transforms import (
     SqueezeDimd,
 )
 
-from cocoseg_monai.transforms.checks import CheckFinited, CheckSameSpatialShaped
+from cocoseg_monai.transforms.checks import CheckFinited, CheckOverlapd, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
 from cocoseg_monai.transforms.io import IMAGE_FORMATS, LoadImageCheckedd
 from cocoseg_monai.transforms.label import BinarizeMaskd
@@ -138,7 +138,10 @@ def get_preprocess_transforms(
             ),
         ]
     else:
-        t.append(CheckFinited(keys=(CT, PET, LABEL), allow_missing_keys=no_label))
+        t += [
+            CheckFinited(keys=(CT, PET, LABEL), allow_missing_keys=no_label),
+            CheckOverlapd(keys=(CT, PET)),  # else the resampled PET would be padding only
+        ]
         if axcodes is not None:
             # PET needs no reorientation: it is resampled onto the (reoriented) CT grid below
             t += [
