@@ -5,6 +5,8 @@ Subcommands:
 - ``cocoseg train``: the original project's training command line (``main.py --train``), same
   flags and defaults. It translates the flags into overrides of ``bundle/configs/train.yaml``
   and runs that bundle workflow: there is no second training loop.
+- ``cocoseg infer``: whole-volume inference through ``bundle/configs/inference.yaml`` (CT and
+  PET NIfTI on their own grids in, a label volume on the CT grid out).
 - ``cocoseg plot-history LOGDIR``: training curves (loss, Dice, IoU, accuracy, learning rate)
   from ``LOGDIR/history.json`` to ``LOGDIR/training_curves.png``.
 - ``cocoseg params``: parameter breakdown of the network (total, trainable, frozen, per part)
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "train_overrides", "TRAIN_FLAGS"]
+__all__ = ["main", "build_parser", "parse_args", "train_overrides", "infer_overrides", "TRAIN_FLAGS"]
 
 #: The original training flags: name -> (bundle key, default). ``use_gpu`` maps to ``device``.
 TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
@@ -124,7 +126,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"cocoseg train: --set expects KEY=VALUE, got {item!r}")
+            raise SystemExit(f"cocoseg: --set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
@@ -167,6 +169,61 @@ def _run_train(args: argparse.Namespace) -> int:
         raise SystemExit("cocoseg train: --use_gpu given but torch sees no CUDA device")
     overrides = train_overrides(args, explicit=args._explicit)
     run_bundle([config_path("train")], run_id="training", overrides=overrides)
+    return 0
+
+
+def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "infer",
+        help="segment CT/PET volumes through the bundle's inference workflow",
+        description="Whole-volume inference: PET is resampled onto the CT grid, the network runs over the "
+        "axial slices, and the label is written on the CT grid with the CT's affine.",
+    )
+    p.add_argument("--ckpt", default="./logs/models/model.pt", help="weights (a training run's models/model.pt)")
+    p.add_argument("--ct", default="", help="CT NIfTI (HU) of one study")
+    p.add_argument("--pet", default="", help="PET NIfTI (SUV) of that study")
+    p.add_argument("--dataset_root", default="", help="{CT,PET} folder of NIfTI volumes, or a datalist JSON")
+    p.add_argument("--split", default="test", help="datalist section to run (test, validation, training, all)")
+    p.add_argument("--output_dir", default="./predictions")
+    p.add_argument("--use_gpu", action="store_true")
+    p.add_argument("--slice_batch", type=int, default=16, help="slices per forward pass (memory)")
+    p.add_argument("--save_probabilities", action="store_true", help="also write the softmax maps")
+    p.add_argument("--features", type=int, nargs=4, default=(32, 64, 128, 256), metavar="F",
+                   help="the widths the model was trained with")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other bundle override")
+    p.set_defaults(func=_run_infer)
+
+
+def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Bundle overrides of ``inference.yaml`` for the parsed ``cocoseg infer`` flags."""
+    if args.slice_batch < 1:
+        raise SystemExit(f"cocoseg infer: --slice_batch must be >= 1, got {args.slice_batch}")
+    overrides = {
+        "ckpt_path": args.ckpt,
+        "ct": args.ct,
+        "pet": args.pet,
+        "dataset_dir": args.dataset_root,
+        "datalist_section": args.split,
+        "output_dir": args.output_dir,
+        "device": "$torch.device('cuda')" if args.use_gpu else "$torch.device('cpu')",
+        "slice_batch": args.slice_batch,
+        "save_probabilities": args.save_probabilities,
+        "features": list(args.features),
+    }
+    overrides.update(_parse_set(args.set))
+    return overrides
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bundle import config_path, run_bundle
+
+    if args.use_gpu and not torch.cuda.is_available():
+        raise SystemExit("cocoseg infer: --use_gpu given but torch sees no CUDA device")
+    if not Path(args.ckpt).is_file():
+        raise SystemExit(f"cocoseg infer: checkpoint {args.ckpt} not found")
+    run_bundle([config_path("inference")], run_id="run", overrides=infer_overrides(args))
     return 0
 
 
@@ -234,6 +291,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     parser = argparse.ArgumentParser(prog="cocoseg", description="CoCoSeg-MONAI: CT-PET lesion segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub, train_defaults or {})
+    _add_infer_parser(sub)
     _add_plot_parser(sub)
     _add_params_parser(sub)
     return parser

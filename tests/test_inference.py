@@ -113,3 +113,22 @@ def test_checkpoint_with_other_output_channels_is_refused_naming_the_head(study,
     with pytest.raises(RuntimeError) as err:
         _infer(root, ckpt, tmp_path / "out")
     assert "size mismatch for head.conv.weight" in error_chain(err.value)
+
+
+def test_cocoseg_infer_runs_the_bundle_workflow(study, tmp_path):
+    from cocoseg_monai.cli import main
+
+    root, ckpt, _ = study
+    argv = ["infer", "--ckpt", str(ckpt), "--ct", str(root / "CT" / "patient_001.nii.gz"),
+            "--pet", str(root / "PET" / "patient_001.nii.gz"), "--output_dir", str(tmp_path),
+            "--slice_batch", "2", "--features", *map(str, TINY_FEATURES)]
+    assert main(argv) == 0
+    seg = nib.load(tmp_path / "patient_001_seg.nii.gz")
+    np.testing.assert_allclose(seg.affine, nib.load(root / "CT" / "patient_001.nii.gz").affine)
+
+
+def test_cocoseg_infer_names_a_missing_checkpoint(tmp_path):
+    from cocoseg_monai.cli import main
+
+    with pytest.raises(SystemExit, match="nowhere.pt"):
+        main(["infer", "--ckpt", str(tmp_path / "nowhere.pt"), "--ct", "a", "--pet", "b"])
