@@ -132,3 +132,17 @@ def test_cocoseg_infer_names_a_missing_checkpoint(tmp_path):
 
     with pytest.raises(SystemExit, match="nowhere.pt"):
         main(["infer", "--ckpt", str(tmp_path / "nowhere.pt"), "--ct", "a", "--pet", "b"])
+
+
+def test_pet_without_spatial_information_is_refused_naming_it(study, tmp_path):
+    root, _, _ = study
+    pet = nib.load(root / "PET" / "patient_001.nii.gz")
+    bare = nib.Nifti1Image(np.asarray(pet.dataobj), None)
+    bare.header.set_qform(None, code=0)
+    bare.header.set_sform(None, code=0)
+    path = tmp_path / "pet_bare.nii.gz"
+    nib.save(bare, path)
+    item = {"image": str(root / "CT" / "patient_001.nii.gz"), "pet": str(path)}
+    with pytest.raises(RuntimeError) as err:
+        get_infer_transforms("nifti")(item)
+    assert re.search(r"DataError: 'pet' .*pet_bare.nii.gz has no spatial information", error_chain(err.value))

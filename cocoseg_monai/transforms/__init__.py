@@ -7,7 +7,13 @@ mask; after preprocessing ``"image"`` is float32 ``[2, *spatial]`` (CT, PET) in 
 
 from __future__ import annotations
 
-from cocoseg_monai.transforms.checks import CheckFinite, CheckFinited, CheckOverlapd, CheckSameSpatialShaped
+from cocoseg_monai.transforms.checks import (
+    CheckFinite,
+    CheckFinited,
+    CheckGeometryd,
+    CheckOverlapd,
+    CheckSameSpatialShaped,
+)
 from cocoseg_monai.transforms.intensity import (
     INTENSITY_UNIT_KEY,
     UNIT_DISPLAY,
@@ -42,6 +48,7 @@ __all__ = [
     "CheckFinited",
     "CheckSameSpatialShaped",
     "CheckOverlapd",
+    "CheckGeometryd",
     "DEFAULT_CT_PNG_OFFSET",
     "DEFAULT_CT_WINDOW",
     "DEFAULT_PET_PNG_SCALE",

@@ -13,7 +13,7 @@ from monai.utils import TransformBackends
 from cocoseg_monai.data.discovery import DataError
 from cocoseg_monai.transforms.meta import filename_of
 
-__all__ = ["CheckFinite", "CheckFinited", "CheckSameSpatialShaped", "CheckOverlapd"]
+__all__ = ["CheckFinite", "CheckFinited", "CheckSameSpatialShaped", "CheckOverlapd", "CheckGeometryd"]
 
 
 class CheckFinite(Transform):
@@ -130,4 +130,36 @@ class CheckOverlapd(MapTransform):
                 for k, b in boxes.items()
             )
             raise DataError(f"volumes do not overlap in space: {detail}")
+        return d
+
+
+class CheckGeometryd(MapTransform):
+    """Raise when a NIfTI volume carries no usable spatial information.
+
+    A file whose ``qform_code`` and ``sform_code`` are both 0 has no position or orientation in
+    world space, and one with a zero or negative voxel size has no spacing: PET cannot be placed
+    on the CT grid from either. Readers that do not report these header fields are not checked.
+
+    Input/output: ``{key: MetaTensor}``, unchanged.
+
+    Raises
+    ------
+    DataError
+        Naming the key, the file and what is missing.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = getattr(d[key], "meta", {})
+            codes = [meta.get(name) for name in ("qform_code", "sform_code")]
+            if all(c is not None for c in codes) and all(int(c) == 0 for c in codes):
+                raise DataError(
+                    f"{key!r} {filename_of(d[key])} has no spatial information (qform_code and sform_code are 0): "
+                    "its position and spacing relative to the other images are unknown"
+                )
+            pixdim = meta.get("pixdim")
+            ndim = len(d[key].shape) - 1
+            if pixdim is not None and min(float(v) for v in list(pixdim)[1 : ndim + 1]) <= 0:
+                raise DataError(f"{key!r} {filename_of(d[key])} has no valid voxel spacing (pixdim {list(pixdim)})")
         return d

@@ -48,7 +48,7 @@ from monai.transforms import (
     SqueezeDimd,
 )
 
-from cocoseg_monai.transforms.checks import CheckFinited, CheckOverlapd, CheckSameSpatialShaped
+from cocoseg_monai.transforms.checks import CheckFinited, CheckGeometryd, CheckOverlapd, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
 from cocoseg_monai.transforms.io import IMAGE_FORMATS, LoadImageCheckedd
 from cocoseg_monai.transforms.label import BinarizeMaskd
@@ -140,6 +140,7 @@ def get_preprocess_transforms(
     else:
         t += [
             CheckFinited(keys=(CT, PET, LABEL), allow_missing_keys=no_label),
+            CheckGeometryd(keys=(CT, PET)),  # PET is placed on the CT grid by world coordinates
             CheckOverlapd(keys=(CT, PET)),  # else the resampled PET would be padding only
         ]
         if axcodes is not None:
