@@ -117,3 +117,65 @@ def test_lesion_metrics_refuse_mismatched_shapes_and_spacing():
         lesion_metrics(np.zeros((2, 3, 3)), np.zeros((2, 3, 4)), (1, 1, 1))
     with pytest.raises(ValueError, match="spacing"):
         lesion_metrics(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), (1, 1))
+
+
+# ---- per-case evaluation and SUV baselines -----------------------------------------------------
+import csv  # noqa: E402
+
+from cocoseg_monai.metrics import case_record, percent_suvmax, suv_threshold, write_evaluation  # noqa: E402
+
+
+def test_case_record_on_known_masks():
+    truth = np.zeros((4, 4, 2), bool)
+    truth[:2, :2, 0] = True  # 4 voxels
+    pred = np.zeros_like(truth)
+    pred[:2, :1, 0] = True  # 2 voxels inside
+    pred[3, 3, 1] = True  # 1 false positive
+    r = case_record("007", pred, truth, (2.0, 2.0, 5.0))  # 20 mm^3 per voxel
+    assert r["dice"] == pytest.approx(2 * 2 / (3 + 4)) and r["iou"] == pytest.approx(2 / 5)
+    assert r["accuracy"] == pytest.approx(29 / 32)
+    assert r["false_positive_volume_ml"] == pytest.approx(0.02) and r["false_negative_volume_ml"] == 0.0
+    assert r["truth_volume_ml"] == pytest.approx(0.08) and r["has_lesion"]
+
+
+def test_lesion_free_case_scores_one_only_for_an_empty_prediction():
+    empty = np.zeros((3, 3, 3), bool)
+    assert case_record("a", empty, empty, (1, 1, 1))["dice"] == 1.0
+    fp = empty.copy()
+    fp[1, 1, 1] = True
+    assert case_record("b", fp, empty, (1, 1, 1))["dice"] == 0.0
+
+
+def test_evaluation_files_hold_every_case_and_separate_summaries(tmp_path):
+    truth = np.zeros((4, 4, 2), bool)
+    truth[0, 0, 0] = True
+    records = [
+        case_record("001", truth, truth, (1, 1, 1)),  # perfect
+        case_record("002", np.zeros_like(truth), truth, (1, 1, 1)),  # missed
+        case_record("003", np.zeros_like(truth), np.zeros_like(truth), (1, 1, 1)),  # lesion-free, clean
+    ]
+    summary = write_evaluation(records, tmp_path, name="cocoseg")
+    rows = list(csv.DictReader((tmp_path / "cocoseg_cases.csv").open()))
+    assert [r["case"] for r in rows] == ["001", "002", "003"]
+    assert summary["lesion_cases"]["dice"] == {"mean": 0.5, "std": 0.5, "n": 2}
+    assert summary["all_cases"]["dice"]["mean"] == pytest.approx(2 / 3)
+    assert (tmp_path / "cocoseg_summary.json").is_file()
+
+
+def test_suv_threshold_baseline():
+    pet = np.array([[1.0, 2.5], [3.9, 4.0]])
+    assert suv_threshold(pet, 2.5).tolist() == [[False, True], [True, True]]
+    assert suv_threshold(pet, 4.0).tolist() == [[False, False], [False, True]]
+
+
+def test_percent_suvmax_contours_each_lesion_at_41_percent_of_its_own_max():
+    pet = np.zeros((12, 12))
+    pet[2:5, 2:5] = 4.0
+    pet[3, 3] = 10.0  # lesion 1: SUVmax 10 -> contour at 4.1: only the peak
+    pet[8:11, 8:11] = 2.0
+    pet[9, 9] = 4.0  # lesion 2: SUVmax 4 -> contour at 1.64: the whole 3x3 block
+    truth = np.zeros((12, 12), bool)
+    truth[3, 3] = truth[9, 9] = True
+    out = percent_suvmax(pet, truth, 0.41, margin_voxels=2)
+    assert out[3, 3] and out[2:5, 2:5].sum() == 1
+    assert out[8:11, 8:11].all() and out.sum() == 1 + 9
