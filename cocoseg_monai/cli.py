@@ -5,6 +5,8 @@ Subcommands:
 - ``cocoseg train``: the original project's training command line (``main.py --train``), same
   flags and defaults. It translates the flags into overrides of ``bundle/configs/train.yaml``
   and runs that bundle workflow: there is no second training loop.
+- ``cocoseg eval``: the original ``test_model.py`` surface (``--ckpt``, ``--use_gpu``, ``--mode eval``,
+  ``--dataset_root``, ``--split val|test``, ``--save_predictions``) over ``evaluate.yaml``.
 - ``cocoseg infer``: whole-volume inference through ``bundle/configs/inference.yaml`` (CT and
   PET NIfTI on their own grids in, a label volume on the CT grid out).
 - ``cocoseg plot-history LOGDIR``: training curves (loss, Dice, IoU, accuracy, learning rate)
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "parse_args", "train_overrides", "infer_overrides", "TRAIN_FLAGS"]
+__all__ = ["main", "build_parser", "parse_args", "train_overrides", "eval_overrides", "infer_overrides", "TRAIN_FLAGS"]
 
 #: The original training flags: name -> (bundle key, default). ``use_gpu`` maps to ``device``.
 TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
@@ -172,6 +174,62 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score trained weights per case, with SUV-threshold baselines (the original test_model.py flags)",
+    )
+    p.add_argument("--ckpt", default="./logs/models/model.pt", help="weights (a training run's models/model.pt)")
+    p.add_argument("--use_gpu", action="store_true")
+    p.add_argument("--mode", default="eval", choices=("eval",), help="eval (the only mode)")
+    p.add_argument("--dataset_root", default="", help="the data of the training run; '' = embedded phantom data")
+    p.add_argument("--split", default="val", choices=("val", "test"))
+    p.add_argument("--save_predictions", action="store_true", help="masks, and overlays/MIPs of best and worst cases")
+    p.add_argument("--logdir", default="./logs/", help="the training run (its datalist.json fixes the split)")
+    p.add_argument("--output_dir", default=None, help="default LOGDIR/eval")
+    p.add_argument("--val_ratio", type=float, default=0.2)
+    p.add_argument("--random_seed", type=int, default=42)
+    p.add_argument("--features", type=int, nargs=4, default=(32, 64, 128, 256), metavar="F")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="voxel size in mm of PNG slices (volumes in mL)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other bundle override")
+    p.set_defaults(func=_run_eval)
+
+
+def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Bundle overrides of ``train.yaml`` + ``evaluate.yaml`` for the parsed ``cocoseg eval`` flags."""
+    overrides = {
+        "ckpt_path": args.ckpt,
+        "device": "$torch.device('cuda')" if args.use_gpu else "$torch.device('cpu')",
+        "dataset_dir": args.dataset_root,
+        "eval_split": {"val": "validation", "test": "test"}[args.split],
+        "save_predictions": args.save_predictions,
+        "logdir": args.logdir,
+        "val_ratio": args.val_ratio,
+        "random_seed": args.random_seed,
+        "features": list(args.features),
+        "eval_spacing_mm": list(args.spacing) if args.spacing else None,
+        "progress_bar": False,
+    }
+    if args.output_dir:
+        overrides["eval_dir"] = args.output_dir
+    overrides.update(_parse_set(args.set))
+    return overrides
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bundle import config_path, run_bundle
+
+    if args.use_gpu and not torch.cuda.is_available():
+        raise SystemExit("cocoseg eval: --use_gpu given but torch sees no CUDA device")
+    if not Path(args.ckpt).is_file():
+        raise SystemExit(f"cocoseg eval: checkpoint {args.ckpt} not found")
+    run_bundle([config_path("train"), config_path("evaluate")], run_id="evaluating", overrides=eval_overrides(args))
+    return 0
+
+
 def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "infer",
@@ -291,6 +349,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     parser = argparse.ArgumentParser(prog="cocoseg", description="CoCoSeg-MONAI: CT-PET lesion segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub, train_defaults or {})
+    _add_eval_parser(sub)
     _add_infer_parser(sub)
     _add_plot_parser(sub)
     _add_params_parser(sub)

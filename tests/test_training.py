@@ -213,3 +213,24 @@ def test_plot_history_names_a_missing_history(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="history.json"):
         plot_history(tmp_path / "history.json")
+
+
+def test_eval_scores_each_case_with_baselines_and_saves_pictures(tiny_data, two_epoch_run, tmp_path):
+    import csv
+
+    from cocoseg_monai.cli import main
+
+    out = tmp_path / "eval"
+    argv = ["eval", "--ckpt", str(two_epoch_run / "models" / "model.pt"), "--dataset_root", str(tiny_data),
+            "--logdir", str(two_epoch_run), "--split", "val", "--save_predictions", "--output_dir", str(out),
+            "--features", *map(str, TINY_FEATURES), "--spacing", "3.9", "3.9", "3.0", "--set", "num_workers=0"]
+    assert main(argv) == 0
+    val_patients = {i["patient"] for i in json.loads((two_epoch_run / "datalist.json").read_text())["validation"]}
+    for method in ("cocoseg", "suv2.5", "suv4.0", "suvmax41"):
+        rows = list(csv.DictReader((out / f"{method}_cases.csv").open()))
+        assert {r["case"] for r in rows} == val_patients, method
+        summary = json.loads((out / f"{method}_summary.json").read_text())
+        assert summary["cases"] == len(val_patients) and "false_positive_volume_ml" in summary["all_cases"]
+    assert sorted(p.name for p in (out / "predictions").glob("*_seg.nii.gz")) == sorted(
+        f"{p}_seg.nii.gz" for p in val_patients
+    )

@@ -6,5 +6,14 @@ from .checkpoint import TrainingCheckpointer
 from .gradient_clip import GradientClipping
 from .history import HISTORY_KEYS, HistoryWriter
 from .output import stack_from_engine
+from .case_evaluation import BASELINES, CaseEvaluationWriter
 
-__all__ = ["TrainingCheckpointer", "GradientClipping", "HistoryWriter", "HISTORY_KEYS", "stack_from_engine"]
+__all__ = [
+    "TrainingCheckpointer",
+    "GradientClipping",
+    "HistoryWriter",
+    "HISTORY_KEYS",
+    "stack_from_engine",
+    "CaseEvaluationWriter",
+    "BASELINES",
+]
