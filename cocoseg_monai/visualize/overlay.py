@@ -62,14 +62,14 @@ def save_overlay(
             panels.append((f"CT + {name}", _display(ct), "gray", (_display(mask) > 0, colour)))
     dpi = 100
     fig, axes = plt.subplots(1, len(panels), figsize=(panel_px * len(panels) / dpi, panel_px / dpi), dpi=dpi)
-    for ax, (label, image, cmap, overlay) in zip(np.atleast_1d(axes), panels):
+    for i, (ax, (label, image, cmap, overlay)) in enumerate(zip(np.atleast_1d(axes), panels)):
         ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         if overlay is not None:
             mask, colour = overlay
             rgba = np.zeros((*mask.shape, 4), np.float32)
             rgba[mask] = (*colour, 0.55)
             ax.imshow(rgba, interpolation="nearest")
-        ax.set_title(f"{title} {label}".strip(), fontsize=8, color="white", pad=2)
+        ax.set_title(f"{title}: {label}" if title and i == 0 else label, fontsize=7, color="white", pad=2)
         ax.axis("off")
     fig.patch.set_facecolor("black")
     fig.subplots_adjust(0, 0, 1, 0.92, 0.01, 0)
