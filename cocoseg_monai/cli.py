@@ -240,7 +240,7 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt", default="./logs/models/model.pt", help="weights (a training run's models/model.pt)")
     p.add_argument("--ct", default="", help="CT NIfTI (HU) of one study")
     p.add_argument("--pet", default="", help="PET NIfTI (SUV) of that study")
-    p.add_argument("--dataset_root", default="", help="{CT,PET} folder of NIfTI volumes, or a datalist JSON")
+    p.add_argument("--dataset_root", default="", help="{CT,PET} folder of NIfTI volumes or PNG slices, or a datalist JSON")
     p.add_argument("--split", default="test", help="datalist section to run (test, validation, training, all)")
     p.add_argument("--output_dir", default="./predictions")
     p.add_argument("--use_gpu", action="store_true")

@@ -146,3 +146,39 @@ def test_pet_without_spatial_information_is_refused_naming_it(study, tmp_path):
     with pytest.raises(RuntimeError) as err:
         get_infer_transforms("nifti")(item)
     assert re.search(r"DataError: 'pet' .*pet_bare.nii.gz has no spatial information", error_chain(err.value))
+
+
+def test_png_slice_folder_gives_one_0_255_mask_per_slice_matching_the_network(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "png"
+    write_dataset(data, patients=1, seed=5, fmt="png", config=PhantomConfig(size=40, slices=3))
+    net = CoCoSegNet(features=TINY_FEATURES).eval()
+    with torch.no_grad():
+        net.head.conv.bias.copy_(torch.tensor([0.0, -0.02]))
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    out = tmp_path / "pred"
+    run_bundle(
+        [config_path("inference")],
+        run_id="run",
+        overrides={"ckpt_path": str(ckpt), "dataset_dir": str(data), "features": list(TINY_FEATURES),
+                   "output_dir": str(out)},
+    )
+    items = find_pairs(data, require_labels=False)
+    assert len(list(out.glob("*_seg.png"))) == len(items) == 3
+    for item in items:
+        written = np.asarray(Image.open(out / Path(item["image"]).name.replace(".png", "_seg.png")))
+        with torch.no_grad():
+            pred = net(get_infer_transforms("png")(item)["image"][None]).argmax(1)[0].numpy()
+        assert written.shape == np.asarray(Image.open(item["image"])).shape  # rows, cols of the CT slice
+        np.testing.assert_array_equal(written, pred.T.astype(np.uint8) * 255)  # (x, y) -> (rows, cols)
+
+
+def test_slice_batch_size_does_not_change_the_volume_label(study, tmp_path):
+    root, ckpt, _ = study
+    _infer(root, ckpt, tmp_path / "one", slice_batch=1)
+    _infer(root, ckpt, tmp_path / "six", slice_batch=6)
+    one = np.asarray(nib.load(tmp_path / "one" / "patient_001_seg.nii.gz").dataobj)
+    six = np.asarray(nib.load(tmp_path / "six" / "patient_001_seg.nii.gz").dataobj)
+    np.testing.assert_array_equal(one, six)
