@@ -234,3 +234,7 @@ def test_eval_scores_each_case_with_baselines_and_saves_pictures(tiny_data, two_
     assert sorted(p.name for p in (out / "predictions").glob("*_seg.nii.gz")) == sorted(
         f"{p}_seg.nii.gz" for p in val_patients
     )
+    val_slices = [Path(i["image"]).name for i in json.loads((two_epoch_run / "datalist.json").read_text())["validation"]]
+    assert sorted(p.name for p in (out / "predictions").glob("*_seg.png")) == sorted(
+        n.replace(".png", "_seg.png") for n in val_slices
+    )

@@ -42,8 +42,9 @@ class CaseEvaluationWriter:
         suv_max: the PET scaling of the transforms (PET channel x suv_max = SUV).
         spacing_mm: voxel size for PNG slices.
         baselines: also score :data:`BASELINES` (files ``suv2.5_*``, ``suv4.0_*``, ``suvmax41_*``).
-        save_predictions: also write each case's predicted mask (NIfTI) and overlays of the
-            best and the worst lesion case.
+        save_predictions: also write each case's predicted mask (NIfTI, and for PNG slices a
+            0/255 PNG per slice named like its CT slice) and overlays and PET MIPs of the best
+            and the worst lesion case.
         name: file prefix of the model's results.
     """
 
@@ -88,6 +89,9 @@ class CaseEvaluationWriter:
             if arrays["pred"].ndim == 3:
                 self._spacing[case] = tuple(float(v) for v in torch.as_tensor(image.affine)[:3, :3].norm(dim=0))
 
+    def _from_slices(self, case: str) -> bool:
+        return self._items[case][0][1]["pred"].ndim == 2
+
     def _volumes(self) -> dict[str, dict[str, np.ndarray]]:
         out = {}
         for case, items in self._items.items():
@@ -130,11 +134,18 @@ class CaseEvaluationWriter:
         from ..atomic import atomic_write
         from ..visualize import save_overlay, save_pet_mip
 
+        from PIL import Image
+
         pred_dir = self.output_dir / "predictions"
         for case, v in volumes.items():
             img = nib.Nifti1Image(v["pred"].astype(np.uint8), np.diag([*spacing[case], 1.0]))
             with atomic_write(pred_dir / f"{case}_seg.nii.gz", "wb") as f:
                 f.write(gzip.compress(img.to_bytes(), compresslevel=1))
+            numbers = sorted(n for n, _ in self._items[case]) if self._from_slices(case) else []
+            for k, number in enumerate(numbers):  # the volume's z order is the slice-number order
+                mask = Image.fromarray(v["pred"][..., k].T.astype(np.uint8) * 255)  # (x, y) -> rows, cols
+                with atomic_write(pred_dir / f"patient_{case}_slice_{number:04d}_seg.png", "wb") as f:
+                    mask.save(f, format="PNG")
         lesion = sorted((r for r in records if r["has_lesion"]), key=lambda r: r["dice"])
         for tag, r in (("worst", lesion[0]), ("best", lesion[-1])) if lesion else ():
             v = volumes[r["case"]]
