@@ -244,7 +244,7 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="datalist section to run (test, validation, training, all)")
     p.add_argument("--output_dir", default="./predictions")
     p.add_argument("--use_gpu", action="store_true")
-    p.add_argument("--slice_batch", type=int, default=16, help="slices per forward pass (memory)")
+    p.add_argument("--slice_batch", type=int, default=None, help="slices per forward pass (default: 1 on CPU, 16 on CUDA)")
     p.add_argument("--save_probabilities", action="store_true", help="also write the softmax maps")
     p.add_argument("--features", type=int, nargs=4, default=(32, 64, 128, 256), metavar="F",
                    help="the widths the model was trained with")
@@ -254,7 +254,7 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
 
 def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Bundle overrides of ``inference.yaml`` for the parsed ``cocoseg infer`` flags."""
-    if args.slice_batch < 1:
+    if args.slice_batch is not None and args.slice_batch < 1:
         raise SystemExit(f"cocoseg infer: --slice_batch must be >= 1, got {args.slice_batch}")
     overrides = {
         "ckpt_path": args.ckpt,
@@ -264,10 +264,11 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "datalist_section": args.split,
         "output_dir": args.output_dir,
         "device": "$torch.device('cuda')" if args.use_gpu else "$torch.device('cpu')",
-        "slice_batch": args.slice_batch,
         "save_probabilities": args.save_probabilities,
         "features": list(args.features),
     }
+    if args.slice_batch is not None:
+        overrides["slice_batch"] = args.slice_batch
     overrides.update(_parse_set(args.set))
     return overrides
 
