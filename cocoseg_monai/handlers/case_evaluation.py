@@ -69,9 +69,13 @@ class CaseEvaluationWriter:
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda _: self._items.clear())
+        engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._finish)
+
+    def _reset(self, engine: Engine) -> None:
+        self._items.clear()
+        self._spacing.clear()
 
     def _collect(self, engine: Engine) -> None:
         for item in engine.state.output:
@@ -96,7 +100,7 @@ class CaseEvaluationWriter:
         out = {}
         for case, items in self._items.items():
             items = sorted(items, key=lambda t: t[0])
-            if items[0][1]["pred"].ndim == 2:
+            if self._from_slices(case):
                 out[case] = {k: np.stack([a[k] for _, a in items], axis=-1) for k in items[0][1]}
             else:
                 out[case] = items[0][1]
