@@ -103,6 +103,18 @@ def _add_train_parser(sub: argparse._SubParsersAction, defaults: dict[str, Any])
     p.set_defaults(func=_run_train, **defaults)
 
 
+def _device(use_gpu: bool) -> str:
+    """The bundle's ``device`` for the original ``--use_gpu`` flag (CPU without it, as before)."""
+    return "$torch.device('cuda')" if use_gpu else "$torch.device('cpu')"
+
+
+def _check_gpu(use_gpu: bool, command: str) -> None:
+    import torch
+
+    if use_gpu and not torch.cuda.is_available():
+        raise SystemExit(f"cocoseg {command}: --use_gpu given but torch sees no CUDA device")
+
+
 def _load_flag_config(path: str) -> dict[str, Any]:
     """Read a ``--config`` JSON of flag values; unknown keys are an error naming them."""
     try:
@@ -146,10 +158,7 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
     for flag, (key, _) in TRAIN_FLAGS.items():
         value = getattr(args, flag)
         if flag == "use_gpu":
-            if value:
-                overrides[key] = "$torch.device('cuda')"
-            else:
-                overrides[key] = "$torch.device('cpu')"
+            overrides[key] = _device(value)
             continue
         if flag == "patch_size":
             value = list(value)
@@ -163,12 +172,9 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import torch
-
     from .bundle import config_path, run_bundle
 
-    if args.use_gpu and not torch.cuda.is_available():
-        raise SystemExit("cocoseg train: --use_gpu given but torch sees no CUDA device")
+    _check_gpu(args.use_gpu, "train")
     overrides = train_overrides(args, explicit=args._explicit)
     run_bundle([config_path("train")], run_id="training", overrides=overrides)
     return 0
@@ -200,7 +206,7 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Bundle overrides of ``train.yaml`` + ``evaluate.yaml`` for the parsed ``cocoseg eval`` flags."""
     overrides = {
         "ckpt_path": args.ckpt,
-        "device": "$torch.device('cuda')" if args.use_gpu else "$torch.device('cpu')",
+        "device": _device(args.use_gpu),
         "dataset_dir": args.dataset_root,
         "eval_split": {"val": "validation", "test": "test"}[args.split],
         "save_predictions": args.save_predictions,
@@ -218,12 +224,9 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from .bundle import config_path, run_bundle
 
-    if args.use_gpu and not torch.cuda.is_available():
-        raise SystemExit("cocoseg eval: --use_gpu given but torch sees no CUDA device")
+    _check_gpu(args.use_gpu, "eval")
     if not Path(args.ckpt).is_file():
         raise SystemExit(f"cocoseg eval: checkpoint {args.ckpt} not found")
     run_bundle([config_path("train"), config_path("evaluate")], run_id="evaluating", overrides=eval_overrides(args))
@@ -263,7 +266,7 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "dataset_dir": args.dataset_root,
         "datalist_section": args.split,
         "output_dir": args.output_dir,
-        "device": "$torch.device('cuda')" if args.use_gpu else "$torch.device('cpu')",
+        "device": _device(args.use_gpu),
         "save_probabilities": args.save_probabilities,
         "features": list(args.features),
     }
@@ -274,12 +277,9 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_infer(args: argparse.Namespace) -> int:
-    import torch
-
     from .bundle import config_path, run_bundle
 
-    if args.use_gpu and not torch.cuda.is_available():
-        raise SystemExit("cocoseg infer: --use_gpu given but torch sees no CUDA device")
+    _check_gpu(args.use_gpu, "infer")
     if not Path(args.ckpt).is_file():
         raise SystemExit(f"cocoseg infer: checkpoint {args.ckpt} not found")
     run_bundle([config_path("inference")], run_id="run", overrides=infer_overrides(args))
