@@ -108,11 +108,14 @@ def _device(use_gpu: bool) -> str:
     return "$torch.device('cuda')" if use_gpu else "$torch.device('cpu')"
 
 
-def _check_gpu(use_gpu: bool, command: str) -> None:
+def _check_run(use_gpu: bool, command: str, ckpt: str | None = None) -> None:
+    """Fail before any work when ``--use_gpu`` has no CUDA device or ``--ckpt`` does not exist."""
     import torch
 
     if use_gpu and not torch.cuda.is_available():
         raise SystemExit(f"cocoseg {command}: --use_gpu given but torch sees no CUDA device")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise SystemExit(f"cocoseg {command}: checkpoint {ckpt} not found")
 
 
 def _load_flag_config(path: str) -> dict[str, Any]:
@@ -174,7 +177,7 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
 def _run_train(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
-    _check_gpu(args.use_gpu, "train")
+    _check_run(args.use_gpu, "train")
     overrides = train_overrides(args, explicit=args._explicit)
     run_bundle([config_path("train")], run_id="training", overrides=overrides)
     return 0
@@ -226,9 +229,7 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run_eval(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
-    _check_gpu(args.use_gpu, "eval")
-    if not Path(args.ckpt).is_file():
-        raise SystemExit(f"cocoseg eval: checkpoint {args.ckpt} not found")
+    _check_run(args.use_gpu, "eval", ckpt=args.ckpt)
     run_bundle([config_path("train"), config_path("evaluate")], run_id="evaluating", overrides=eval_overrides(args))
     return 0
 
@@ -279,9 +280,7 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run_infer(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
-    _check_gpu(args.use_gpu, "infer")
-    if not Path(args.ckpt).is_file():
-        raise SystemExit(f"cocoseg infer: checkpoint {args.ckpt} not found")
+    _check_run(args.use_gpu, "infer", ckpt=args.ckpt)
     run_bundle([config_path("inference")], run_id="run", overrides=infer_overrides(args))
     return 0
 
