@@ -128,6 +128,47 @@ def test_checkpoint_from_other_architecture_fails_naming_mismatched_keys(tiny_da
     assert "size mismatch for ct_encoder.level1.conv_0.conv.weight" in error_chain(err.value)
 
 
+def _parsed(**overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_path("train")))
+    parser.update({**TINY_RUN, **overrides})
+    return parser
+
+
+def test_init_ckpt_starts_the_network_and_its_ema_from_the_given_weights(two_epoch_run):
+    weights = torch.load(two_epoch_run / "models" / "model.pt", weights_only=True)
+    parser = _parsed(init_ckpt=str(two_epoch_run / "models" / "model.pt"), device="$torch.device('cpu')")
+    for key in ("network", "ema_model"):
+        state = parser.get_parsed_content(key).state_dict()
+        assert all(torch.equal(state[k], weights[k]) for k in weights), key
+    # a training checkpoint gives its EMA weights
+    from cocoseg_monai.networks import load_weights
+
+    best = torch.load(two_epoch_run / "best_model.pth", weights_only=True)
+    net = load_weights(CoCoSegNet(features=TINY_FEATURES), two_epoch_run / "best_model.pth")
+    assert all(torch.equal(v, best["ema"][k]) for k, v in net.state_dict().items())
+
+
+def test_init_ckpt_of_another_width_fails_naming_the_file_and_keys(two_epoch_run):
+    parser = _parsed(init_ckpt=str(two_epoch_run / "models" / "model.pt"), features=[8, 16, 32, 64])
+    with pytest.raises(RuntimeError) as err:
+        parser.get_parsed_content("network")
+    chain = error_chain(err.value)
+    assert "model.pt do not fit the network" in chain and "size mismatch for" in chain
+
+
+def test_training_on_nifti_volumes_samples_and_validates_axial_slices(tmp_path):
+    data = tmp_path / "volumes"
+    write_dataset(data, patients=4, seed=5, fmt="nifti", config=PhantomConfig(size=48, slices=4))
+    _train(data, tmp_path / "run", max_epochs=1, val_ratio=0.25, test_ratio=0.0)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["epoch"] == [1] and 0.0 <= history["val_dice"][0] <= 1.0
+    assert json.loads((tmp_path / "run" / "datalist.json").read_text())["image_format"] == "nifti"
+    assert (tmp_path / "run" / "models" / "model.pt").is_file()
+
+
 def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
     import cocoseg_monai.atomic as atomic
 

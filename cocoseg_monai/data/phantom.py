@@ -98,6 +98,7 @@ __all__ = [
     "generate_patient",
     "is_lesion_free",
     "write_dataset",
+    "write_study_nifti",
     "make_default_dataset",
     "save_preview",
     "patient_id",
@@ -1105,16 +1106,22 @@ def _write_png_study(root: Path, study: PhantomStudy) -> list[Path]:
     return written
 
 
+def write_study_nifti(study: PhantomStudy, ct: str | os.PathLike, pet: str | os.PathLike,
+                      label: str | os.PathLike | None = None) -> list[Path]:
+    """Write one study as NIfTI: CT (HU, int16), PET (SUV, float32, on its own coarser grid) and,
+    unless ``label`` is ``None``, the lesion mask (uint8, on the CT grid). Returns the paths."""
+    items = [(ct, study.ct_hu.astype(np.int16), study.ct_affine),
+             (pet, study.pet_suv_coarse.astype(np.float32), study.pet_affine)]
+    if label is not None:
+        items.append((label, study.label.astype(np.uint8), study.ct_affine))
+    for path, arr, affine in items:
+        _write_nifti(Path(path), arr, affine)
+    return [Path(path) for path, _, _ in items]
+
+
 def _write_nifti_study(root: Path, study: PhantomStudy) -> list[Path]:
     name = f"patient_{study.patient_id}.nii.gz"
-    items = (
-        ("CT", study.ct_hu.astype(np.int16), study.ct_affine),
-        ("PET", study.pet_suv_coarse.astype(np.float32), study.pet_affine),
-        ("masks", study.label.astype(np.uint8), study.ct_affine),
-    )
-    for folder, arr, affine in items:
-        _write_nifti(root / folder / name, arr, affine)
-    return [root / folder / name for folder, _, _ in items]
+    return write_study_nifti(study, root / "CT" / name, root / "PET" / name, root / "masks" / name)
 
 
 _FORMATS = ("png", "nifti", "both")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import blocks, nets
 from .nets import CoCoSegNet, CoCoSegV2
 from .parameters import ParameterCount, count_parameters, format_breakdown, parameter_breakdown
+from .weights import load_weights
 
 __all__ = [
     "blocks",
@@ -15,4 +16,5 @@ __all__ = [
     "count_parameters",
     "parameter_breakdown",
     "format_breakdown",
+    "load_weights",
 ]
