@@ -11,6 +11,8 @@ Subcommands:
   PET NIfTI on their own grids in, a label volume on the CT grid out).
 - ``cocoseg plot-history LOGDIR``: training curves (loss, Dice, IoU, accuracy, learning rate)
   from ``LOGDIR/history.json`` to ``LOGDIR/training_curves.png``.
+- ``cocoseg label-datastore OUT``: a MONAI Label datastore of phantom PET/CT studies, to try the
+  MONAI Label app (``apps/cocoseg``) at once.
 - ``cocoseg params``: parameter breakdown of the network (total, trainable, frozen, per part)
   and optionally its FLOPs per slice, as the original project's ``measure_model.py`` printed.
 """
@@ -344,6 +346,33 @@ def _run_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_label_datastore_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "label-datastore",
+        help="write phantom PET/CT studies as a MONAI Label datastore",
+        description="Write phantom PET/CT studies (NIfTI) as a MONAI Label datastore: CTs in OUT, PET "
+        "partners in OUT/pet, lesion labels of the first --labelled studies in OUT/labels/final.",
+    )
+    p.add_argument("out", type=Path, help="the studies folder (created; same-name files overwritten)")
+    p.add_argument("--patients", type=int, default=6, help="number of studies (default 6)")
+    p.add_argument("--labelled", type=int, default=4, help="how many get a final label (default 4)")
+    p.add_argument("--seed", type=int, default=None, help="phantom seed (default: the default data set's)")
+    p.add_argument("--size", type=int, default=None, help="CT in-plane pixels (default: the default data set's)")
+    p.add_argument("--slices", type=int, default=None, help="axial slices (default: the default data set's)")
+    p.set_defaults(func=_run_label_datastore)
+
+
+def _run_label_datastore(args: argparse.Namespace) -> int:
+    from .label.datastore import prepare_datastore
+
+    try:
+        prepare_datastore(args.out, args.patients, args.labelled, args.seed, args.size, args.slices, log=print)
+    except ValueError as err:
+        raise SystemExit(f"cocoseg label-datastore: {err}") from None
+    print(f"datastore ready: monailabel start_server --app apps/cocoseg --studies {args.out}")
+    return 0
+
+
 def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     """The ``cocoseg`` parser; ``train_defaults`` (from ``--config``) replace the train flags' defaults."""
     parser = argparse.ArgumentParser(prog="cocoseg", description="CoCoSeg-MONAI: CT-PET lesion segmentation.")
@@ -352,6 +381,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     _add_eval_parser(sub)
     _add_infer_parser(sub)
     _add_plot_parser(sub)
+    _add_label_datastore_parser(sub)
     _add_params_parser(sub)
     return parser
 

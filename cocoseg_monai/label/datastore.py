@@ -14,17 +14,14 @@ This module needs no MONAI Label: the datastore can be prepared, and partners fo
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from cocoseg_monai.data.discovery import DataError
 
-__all__ = ["PET_FOLDER", "LABEL_FOLDER", "NIFTI_SUFFIXES", "pet_partner", "prepare_datastore", "main"]
+__all__ = ["PET_FOLDER", "LABEL_FOLDER", "NIFTI_SUFFIXES", "pet_partner", "prepare_datastore"]
 
 #: folder, beside the CTs, that holds each CT's PET partner under the same file name
 PET_FOLDER = "pet"
@@ -90,29 +87,3 @@ def prepare_datastore(
         write_study_nifti(study, out / name, out / PET_FOLDER / name, label)
         log(f"{name}: CT, PET{', label' if label else ''} [{time.perf_counter() - t0:.1f} s]")
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``cocoseg label-datastore``: prepare a MONAI Label datastore of phantom studies."""
-    p = argparse.ArgumentParser(
-        prog="cocoseg label-datastore",
-        description="Write phantom PET/CT studies as a MONAI Label datastore: CTs in OUT, PET partners "
-        "in OUT/pet, lesion labels of the first --labelled studies in OUT/labels/final.",
-    )
-    p.add_argument("out", type=Path, help="the studies folder (created; same-name files overwritten)")
-    p.add_argument("--patients", type=int, default=6, help="number of studies (default 6)")
-    p.add_argument("--labelled", type=int, default=4, help="how many of them get a final label (default 4)")
-    p.add_argument("--seed", type=int, default=None, help="phantom seed (default: the default data set's)")
-    p.add_argument("--size", type=int, default=None, help="CT in-plane pixels (default: the default data set's)")
-    p.add_argument("--slices", type=int, default=None, help="axial slices (default: the default data set's)")
-    args = p.parse_args(argv)
-    try:
-        prepare_datastore(args.out, args.patients, args.labelled, args.seed, args.size, args.slices, log=print)
-    except ValueError as err:
-        p.error(str(err))
-    print(f"datastore ready: monailabel start_server --app apps/cocoseg --studies {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

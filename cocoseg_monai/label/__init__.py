@@ -1,0 +1,11 @@
+"""MONAI Label integration: the datastore layout of PET/CT studies and the CoCoSeg app.
+
+:mod:`cocoseg_monai.label.datastore` needs only the core package; :mod:`cocoseg_monai.label.app`
+needs MONAI Label (``pip install "cocoseg-monai[label]"``).
+"""
+
+from __future__ import annotations
+
+from .datastore import LABEL_FOLDER, PET_FOLDER, pet_partner, prepare_datastore
+
+__all__ = ["LABEL_FOLDER", "PET_FOLDER", "pet_partner", "prepare_datastore"]
