@@ -216,6 +216,14 @@ def test_bad_requests_get_http_errors_that_say_what_is_wrong(server, studies, tm
     status, detail = server.detail(server.upload("/infer/cocoseg", studies / "patient_001.nii.gz", {}))
     assert status == 400 and "needs its PET partner" in detail
 
+    served = server.model_dir / "cocoseg.pt"
+    served.rename(served.with_suffix(".away"))
+    try:
+        status, detail = server.detail(server.request("POST", "/infer/cocoseg?image=patient_001"))
+    finally:
+        served.with_suffix(".away").rename(served)
+    assert status == 503 and "no weights" in detail and "--conf weights" in detail
+
     # still serving: an upload with its PET partner named works
     status, body = server.upload("/infer/cocoseg?output=image", studies / "patient_001.nii.gz", {"pet": "patient_001"})
     assert status == 200 and body[:2] == b"\x1f\x8b"  # a gzip (.nii.gz) label
