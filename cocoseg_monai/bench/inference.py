@@ -46,15 +46,18 @@ def benchmark_volume_inference(
     device: str = "cpu",
     bf16: bool = False,
     repeats: int = 1,
+    network: torch.nn.Module | None = None,
 ) -> dict:
-    """Time whole-volume inference; returns the figures as a dict (also what ``main`` prints)."""
+    """Time whole-volume inference; returns the figures as a dict (also what ``main`` prints).
+
+    ``network``: any 2D two-channel network (default: ``CoCoSegNet(features=features)``)."""
     from monai.inferers import SliceInferer
 
     from ..inferers import AutocastInferer
     from ..networks import CoCoSegNet
 
     dev = torch.device(device)
-    net = CoCoSegNet(features=tuple(features)).to(dev).eval()
+    net = (network if network is not None else CoCoSegNet(features=tuple(features))).to(dev).eval()
     inferer = AutocastInferer(
         SliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=slice_batch, progress=False),
         device_type=dev.type,
@@ -80,7 +83,7 @@ def benchmark_volume_inference(
         "size": size,
         "slices": slices,
         "slice_batch": slice_batch,
-        "features": list(features),
+        "features": list(features) if network is None else None,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
         "bf16": bf16,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import blocks, nets
-from .nets import CoCoSegNet, CoCoSegV2
+from .nets import COCOSEG_PRESETS, CoCoSegNet, CoCoSegV2
 from .parameters import ParameterCount, count_parameters, format_breakdown, parameter_breakdown
 from .weights import load_weights
 
@@ -12,6 +12,7 @@ __all__ = [
     "nets",
     "CoCoSegNet",
     "CoCoSegV2",
+    "COCOSEG_PRESETS",
     "ParameterCount",
     "count_parameters",
     "parameter_breakdown",

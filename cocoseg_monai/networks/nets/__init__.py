@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .cocoseg import CoCoSegNet, CoCoSegV2
+from .cocoseg import COCOSEG_PRESETS, CoCoSegNet, CoCoSegV2
 
-__all__ = ["CoCoSegNet", "CoCoSegV2"]
+__all__ = ["CoCoSegNet", "CoCoSegV2", "COCOSEG_PRESETS"]

@@ -14,11 +14,21 @@ from torch import nn
 
 from ..blocks import ChannelAttention, FusionConv, UNetEncoder, VGG19Encoder, load_vgg19_weights, stack_streams
 
-__all__ = ["CoCoSegNet", "CoCoSegV2"]
+__all__ = ["CoCoSegNet", "CoCoSegV2", "COCOSEG_PRESETS"]
 
 logger = logging.getLogger(__name__)
 
 _VGG19_WIDTHS = (64, 128, 256)
+
+#: Named ``CoCoSegNet`` option sets. ``"v2"`` is CoCoSeg V2 as published (480.9 GFLOP per
+#: 512x512 slice). ``"efficient"`` keeps the architecture with half the widths, 1x1 query/key/value
+#: projections in the channel attention and one frozen VGG19 shared by CT and PET: 72.1 GFLOP per
+#: 512x512 slice (6.7x fewer) and 2.3M parameters; its VGG widths no longer match ImageNet VGG19,
+#: so it runs with random frozen VGG features. ``docs/BENCHMARKS.md`` has the Dice of both.
+COCOSEG_PRESETS: dict[str, dict] = {
+    "v2": {},
+    "efficient": {"features": (16, 32, 64, 128), "attention_kernel_size": 1, "share_vgg": True},
+}
 
 
 class CoCoSegNet(nn.Module):

@@ -1,0 +1,129 @@
+"""``python -m cocoseg_monai.bench {accuracy,speed,data,profile,inference}``: print a table, write JSON.
+
+- ``accuracy``: CoCoSeg, its efficient preset, MONAI BasicUNet and SegResNet trained alike
+  through the bundle and scored on the test split, with the SUV-threshold baselines.
+- ``speed``: GFLOP per slice, inference and training rates, volume time, peak memory, and the
+  share of the machine's measured matrix-multiply peak.
+- ``data``: loader throughput with and without caching, next to the training step rate.
+- ``profile``: where one forward pass spends its time.
+- ``inference``: the volume inference benchmark (``python -m cocoseg_monai.bench.inference``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .models import BENCH_MODELS
+
+
+def _write(path: str | None, result: dict) -> None:
+    if path:
+        from ..atomic import atomic_write_json
+
+        atomic_write_json(path, result)
+        print(f"\nwritten: {path}")
+
+
+def _models(text: str) -> list[str]:
+    names = [m for m in text.split(",") if m]
+    unknown = [m for m in names if m not in BENCH_MODELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}; choose from {','.join(BENCH_MODELS)}")
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cocoseg_monai.bench", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="bench", required=True)
+    all_models = ",".join(BENCH_MODELS)
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    a = sub.add_parser("accuracy", help="train and score CoCoSeg, the peers and the SUV baselines")
+    a.add_argument("--budget", default="gpu" if torch.cuda.is_available() else "cpu", choices=("toy", "cpu", "gpu"),
+                   help="data, widths and epochs: toy (seconds), cpu (~30 min on 2 cores), gpu (to convergence)")
+    a.add_argument("--models", type=_models, default=_models(all_models), help=f"comma-separated ({all_models})")
+    a.add_argument("--out", default="./bench_runs/accuracy", help="training runs and accuracy.json")
+    a.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
+
+    s = sub.add_parser("speed", help="FLOPs, inference and training rates against the matmul peak")
+    s.add_argument("--models", type=_models, default=_models(all_models), help=f"comma-separated ({all_models})")
+    s.add_argument("--device", default=default_device)
+    s.add_argument("--size", type=int, default=512, help="inference slice size (default 512)")
+    s.add_argument("--infer_batch", type=int, default=1, help="slices per inference batch")
+    s.add_argument("--train_patch", type=int, default=128)
+    s.add_argument("--train_batch", type=int, default=8)
+    s.add_argument("--volume_slices", type=int, default=8, help="slices of the timed volume (0: skip)")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (float16 AMP on CUDA)")
+    s.add_argument("--matmul_n", type=int, default=2048)
+    s.add_argument("--min_seconds", type=float, default=3.0, help="time each measurement at least this long")
+    s.add_argument("--toy", action="store_true", help="tiny widths (tests)")
+    s.add_argument("--json", default=None)
+
+    d = sub.add_parser("data", help="loader throughput with and without caching")
+    d.add_argument("--dataset_dir", default="", help="default: the embedded phantom data set")
+    d.add_argument("--patch_size", type=int, default=128)
+    d.add_argument("--num_samples", type=int, default=1)
+    d.add_argument("--batch_size", type=int, default=8)
+    d.add_argument("--num_workers", type=int, default=2)
+    d.add_argument("--max_batches", type=int, default=40)
+    d.add_argument("--model", default="cocoseg", help="the model whose training step is compared ('' for none)")
+    d.add_argument("--bf16", action="store_true")
+    d.add_argument("--toy", action="store_true")
+    d.add_argument("--json", default=None)
+
+    f = sub.add_parser("profile", help="top operators of one forward pass")
+    f.add_argument("--model", default="cocoseg", choices=list(BENCH_MODELS))
+    f.add_argument("--size", type=int, default=512)
+    f.add_argument("--device", default=default_device)
+    f.add_argument("--bf16", action="store_true")
+    f.add_argument("--toy", action="store_true")
+    f.add_argument("--rows", type=int, default=12)
+
+    sub.add_parser("inference", help="volume inference benchmark (its own flags; see --help there)", add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["inference"]:
+        from .inference import main as inference_main
+
+        return inference_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.bench == "accuracy":
+        from .accuracy import format_accuracy, run_accuracy
+
+        overrides = {"max_epochs": args.epochs} if args.epochs else None
+        result = run_accuracy(args.out, args.models, args.budget, overrides)
+        print(format_accuracy(result))
+        print(f"\nwritten: {Path(args.out) / 'accuracy.json'}")
+    elif args.bench == "speed":
+        from .speed import format_speed, run_speed
+
+        settings = {k: getattr(args, k) for k in ("device", "size", "infer_batch", "train_patch", "train_batch",
+                                                    "volume_slices", "bf16", "matmul_n", "min_seconds", "toy")}  # fmt: skip
+        result = run_speed(args.models, settings)
+        print(format_speed(result))
+        _write(args.json, result)
+    elif args.bench == "data":
+        from .data import format_data, run_data
+
+        result = run_data(args.dataset_dir, args.patch_size, args.num_samples, args.batch_size, args.num_workers,
+                          args.max_batches, args.model or None, args.bf16, args.toy)  # fmt: skip
+        print(format_data(result))
+        _write(args.json, result)
+    else:
+        from .speed import profile_forward
+
+        print(profile_forward(args.model, args.size, args.device, args.bf16, args.toy, args.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Speed benchmark: training steps, slice inference and whole volumes, against the machine's peak.
+
+For each model: forward GFLOP per slice (``torch.utils.flop_counter``), inference slices per
+second and achieved GFLOP/s under ``torch.inference_mode``, the same as a share of the measured
+matrix-multiply peak of the machine, training step time and slices per second, seconds for a
+``size x size x N`` volume through ``SliceInferer`` and peak memory. Each model is measured in a
+fresh process, so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from .inference import _cpu_name, _peak_rss_mb, benchmark_volume_inference
+from .models import build_network, gflop_per_slice
+
+__all__ = ["matmul_peak_gflops", "measure_model", "run_speed", "format_speed", "profile_forward"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)  # AMP, as training on CUDA uses
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def _timed(fn, device: torch.device, min_seconds: float, min_repeats: int = 2) -> float:
+    """Seconds per call of ``fn`` after one warm-up call."""
+    fn()
+    _sync(device)
+    n, start = 0, time.perf_counter()
+    while n < min_repeats or time.perf_counter() - start < min_seconds:
+        fn()
+        n += 1
+    _sync(device)
+    return (time.perf_counter() - start) / n
+
+
+def matmul_peak_gflops(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 2048,
+                       min_seconds: float = 2.0) -> float:
+    """Measured ``n x n`` matrix-multiply rate, GFLOP/s: the practical peak of the machine."""
+    dev = torch.device(device)
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    with torch.inference_mode():
+        seconds = _timed(lambda: a @ b, dev, min_seconds)
+    return 2 * n**3 / seconds / 1e9
+
+
+def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """All figures of one model (run in a fresh process by :func:`run_speed`)."""
+    from ..losses import build_loss
+
+    torch.manual_seed(0)
+    dev = torch.device(settings["device"])
+    toy, bf16, size = settings["toy"], settings["bf16"], settings["size"]
+    net = build_network(name, toy=toy).to(dev)
+    gflop = gflop_per_slice(name, size, toy=toy)
+    r: dict[str, Any] = {"model": name, "gflop_per_slice": round(gflop, 2),
+                         "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3)}  # fmt: skip
+
+    # inference on whole slices
+    net.eval()
+    x = torch.rand(settings["infer_batch"], 2, size, size, device=dev)
+    with torch.inference_mode(), _autocast(dev, bf16):
+        seconds = _timed(lambda: net(x), dev, settings["min_seconds"])
+    r["infer_slices_per_s"] = round(settings["infer_batch"] / seconds, 3)
+    r["infer_gflops"] = round(gflop * r["infer_slices_per_s"], 1)
+
+    # training steps on patches
+    net.train()
+    patch, batch = settings["train_patch"], settings["train_batch"]
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    loss_fn = build_loss("combined")
+    xb = torch.rand(batch, 2, patch, patch, device=dev)
+    yb = (torch.rand(batch, 1, patch, patch, device=dev) > 0.95).float()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(dev, bf16):
+            loss = loss_fn(net(xb), yb)
+        loss.backward()
+        optimizer.step()
+
+    seconds = _timed(step, dev, settings["min_seconds"])
+    r["train_step_s"] = round(seconds, 4)
+    r["train_slices_per_s"] = round(batch / seconds, 2)
+
+    # a whole volume
+    if settings["volume_slices"] > 0:
+        v = benchmark_volume_inference(size=size, slices=settings["volume_slices"], slice_batch=settings["infer_batch"],
+                                       device=settings["device"], bf16=bf16 and dev.type == "cpu", network=net.eval())  # fmt: skip
+        r["volume_s"] = v["seconds_per_volume"]
+    r["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    if dev.type == "cuda":
+        r["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    return r
+
+
+def profile_forward(name: str, size: int, device: str = "cpu", bf16: bool = False, toy: bool = False,
+                    rows: int = 12) -> str:
+    """Where one forward pass spends its time: the top operators by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = torch.device(device)
+    net = build_network(name, toy=toy).to(dev).eval()
+    x = torch.rand(1, 2, size, size, device=dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.inference_mode(), _autocast(dev, bf16):
+        net(x)
+        with profile(activities=activities) as prof:
+            net(x)
+            _sync(dev)
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def run_speed(models: list[str], settings: dict[str, Any]) -> dict[str, Any]:
+    """Measure the matmul peak and each model (each in a fresh process)."""
+    dev = torch.device(settings["device"])
+    dtype = torch.bfloat16 if settings["bf16"] and dev.type == "cpu" else (torch.float16 if dev.type == "cuda" and settings["bf16"] else torch.float32)
+    peak = matmul_peak_gflops(settings["device"], dtype, n=settings["matmul_n"], min_seconds=settings["min_seconds"])
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    for name in models:
+        with ctx.Pool(1) as pool:
+            rows.append(pool.apply(measure_model, (name, settings)))
+    for r in rows:
+        r["infer_share_of_peak"] = round(r["infer_gflops"] / peak, 3)
+    return {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "settings": settings,
+        "matmul_peak_gflops": round(peak, 1),
+        "matmul_dtype": str(dtype).replace("torch.", ""),
+        "models": rows,
+    }
+
+
+def format_speed(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    vol = f"volume {s['size']}x{s['size']}x{s['volume_slices']} s" if s["volume_slices"] > 0 else "volume s"
+    lines = [
+        f"{result['device']} ({result['threads']} threads), torch {result['torch']}, "
+        f"{'bf16 autocast' if s['bf16'] else 'fp32'}; measured {result['matmul_dtype']} matmul peak "
+        f"{result['matmul_peak_gflops']:.0f} GFLOP/s",
+        "",
+        f"| model | params (M) | GFLOP / {s['size']}^2 slice | infer slices/s (batch {s['infer_batch']}) | infer GFLOP/s | "
+        f"share of matmul peak | train step s ({s['train_batch']}x{s['train_patch']}^2) | train slices/s | {vol} | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["models"]:
+        lines.append(
+            f"| {r['model']} | {r['parameters_m']:.2f} | {r['gflop_per_slice']:.1f} | {r['infer_slices_per_s']:.2f} | "
+            f"{r['infer_gflops']:.0f} | {100 * r['infer_share_of_peak']:.0f} % | {r['train_step_s']:.3f} | "
+            f"{r['train_slices_per_s']:.1f} | {r.get('volume_s', float('nan')):.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines)
