@@ -96,6 +96,14 @@ def _add_train_parser(sub: argparse._SubParsersAction, defaults: dict[str, Any])
     p.add_argument("--vgg_weights", default=d["vgg_weights"], help="local torchvision VGG19 .pth")
     p.add_argument("--config", default=None, metavar="FILE.json", help="JSON file of flag values")
     p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel processes on this machine: torchrun with multi_gpu_train.yaml (one per GPU with "
+        "--use_gpu, NCCL; else CPU processes, gloo). --bs is per process.",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -176,13 +184,43 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
     return overrides
 
 
+def distributed_command(nproc: int, overrides: dict[str, Any], overrides_file: str | Path) -> list[str]:
+    """The ``torchrun`` command of ``cocoseg train --nproc N``; writes ``overrides`` to ``overrides_file``,
+    the last config layer (after ``train.yaml`` and ``multi_gpu_train.yaml``)."""
+    from .atomic import atomic_write_json
+    from .bundle import bundle_dir, config_path
+
+    layered = dict(overrides)
+    if layered.get("device") == _device(True):
+        del layered["device"]  # multi_gpu_train.yaml: cuda:LOCAL_RANK on each rank
+    else:
+        layered["dist_backend"] = "gloo"  # CPU processes
+    atomic_write_json(overrides_file, layered)
+    configs = [str(config_path("train")), str(config_path("multi_gpu_train")), str(overrides_file)]
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "monai.bundle", "run", "training", "--meta_file", str(bundle_dir() / "configs" / "metadata.json"),
+        "--config_file", json.dumps(configs),
+    ]  # fmt: skip
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
     _check_run(args.use_gpu, "train")
+    if args.nproc < 1:
+        raise SystemExit(f"cocoseg train: --nproc must be >= 1, got {args.nproc}")
     overrides = train_overrides(args, explicit=args._explicit)
-    run_bundle([config_path("train")], run_id="training", overrides=overrides)
-    return 0
+    if args.nproc == 1:
+        run_bundle([config_path("train")], run_id="training", overrides=overrides)
+        return 0
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cocoseg_train_") as tmp:
+        cmd = distributed_command(args.nproc, overrides, Path(tmp) / "overrides.json")
+        logging.getLogger(__name__).info("running %s", " ".join(cmd))
+        return subprocess.run(cmd, check=False).returncode
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:

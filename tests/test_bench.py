@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cocoseg_monai.bench.inference import main
 
 from .conftest import TINY_FEATURES
@@ -19,3 +21,67 @@ def test_volume_inference_benchmark_prints_and_writes_its_figures(tmp_path, caps
     assert figures["slices"] == 3 and figures["size"] == 32
     assert figures["seconds_per_volume"] > 0 and figures["slices_per_second"] > 0 and figures["peak_rss_mb"] > 0
     assert "slices/s" in printed and "peak RSS" in printed
+
+
+def test_efficient_preset_has_at_least_3x_fewer_flops_than_cocoseg_v2():
+    from cocoseg_monai.bench.models import gflop_per_slice
+
+    v2, efficient = gflop_per_slice("cocoseg", 512), gflop_per_slice("cocoseg_efficient", 512)
+    assert v2 == pytest.approx(480.9, abs=0.1)  # the published architecture's count
+    assert v2 / efficient >= 3.0
+
+
+def test_speed_benchmark_prints_rates_against_the_matmul_peak(tmp_path, capsys):
+    from cocoseg_monai.bench.__main__ import main as bench
+
+    out = tmp_path / "speed.json"
+    argv = ["speed", "--toy", "--models", "cocoseg,basicunet", "--size", "32", "--train_patch", "32",
+            "--train_batch", "2", "--volume_slices", "2", "--min_seconds", "0.05", "--matmul_n", "128",
+            "--json", str(out)]
+    assert bench(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["matmul_peak_gflops"] > 0
+    assert [m["model"] for m in figures["models"]] == ["cocoseg", "basicunet"]
+    for m in figures["models"]:
+        assert m["gflop_per_slice"] > 0 and m["infer_slices_per_s"] > 0 and m["train_slices_per_s"] > 0
+        assert m["infer_share_of_peak"] == pytest.approx(m["infer_gflops"] / figures["matmul_peak_gflops"], rel=0.02)
+        assert m["volume_s"] > 0 and m["peak_rss_mb"] > 0
+    assert "share of matmul peak" in capsys.readouterr().out
+
+
+def test_data_benchmark_compares_loaders_with_the_training_step(tmp_path, capsys):
+    from cocoseg_monai.bench.__main__ import main as bench
+    from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
+
+    write_dataset(tmp_path / "data", patients=4, seed=1, config=PhantomConfig(size=32, slices=3))
+    out = tmp_path / "data.json"
+    argv = ["data", "--dataset_dir", str(tmp_path / "data"), "--patch_size", "32", "--batch_size", "2",
+            "--num_workers", "0", "--max_batches", "3", "--toy", "--json", str(out)]
+    assert bench(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["dataset_samples_per_s"] > 0 and figures["cache_dataset_samples_per_s"] > 0
+    assert figures["samples_measured"] == 6 and figures["train_slices_per_s"] > 0
+    assert "CacheDataset" in capsys.readouterr().out
+
+
+def test_accuracy_benchmark_trains_peers_alike_and_scores_them_with_the_baselines(tmp_path, capsys):
+    from cocoseg_monai.bench.__main__ import main as bench
+
+    assert bench(["accuracy", "--budget", "toy", "--models", "cocoseg,segresnet", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "accuracy.json").read_text())
+    assert list(result["models"]) == ["cocoseg", "segresnet"] and set(result["baselines"]) == {"suv2.5", "suv4.0", "suvmax41"}
+    for name, r in result["models"].items():
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["epoch"] == 1 and config["loss_type"] == "combined" and config["random_seed"] == 42
+        assert 0.0 <= r["test"]["lesion_cases"]["dice"]["mean"] <= 1.0
+    # same split for every model
+    splits = [json.loads((tmp_path / n / "datalist.json").read_text())["test"] for n in result["models"]]
+    assert splits[0] == splits[1] and splits[0]
+    assert "| segresnet |" in capsys.readouterr().out
+
+
+def test_profile_names_the_operators_of_a_forward_pass(capsys):
+    from cocoseg_monai.bench.__main__ import main as bench
+
+    assert bench(["profile", "--toy", "--size", "32", "--rows", "5"]) == 0
+    assert "aten::" in capsys.readouterr().out

@@ -82,12 +82,14 @@ class TrainingCheckpointer:
         improved = self._update_best(epoch)
         if not self.enabled:
             return
-        data = self._serialise({name: obj.state_dict() for name, obj in self.save_dict.items()} | {"checkpointer": self.state_dict()})
+        data = self._serialise(
+            {name: _unwrapped(obj).state_dict() for name, obj in self.save_dict.items()} | {"checkpointer": self.state_dict()}
+        )
         self._write(data, self.logdir / "latest.pth")
         if improved:
             self._write(data, self.logdir / "best_model.pth")
             if self.model_path is not None:
-                self._write(self._serialise(self.save_dict[self.model_key].state_dict()), self.model_path)
+                self._write(self._serialise(_unwrapped(self.save_dict[self.model_key]).state_dict()), self.model_path)
             self.logger.info("epoch %d: new best %s %.4f, saved best_model.pth", epoch, self.key_metric, self.best_metric)
         if self.save_freq and epoch % self.save_freq == 0:
             self._write(data, self.logdir / f"checkpoint_epoch_{epoch}.pth")
@@ -120,3 +122,9 @@ class TrainingCheckpointer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best_metric = state.get("best_metric")
         self.best_metric_epoch = state.get("best_metric_epoch")
+
+
+def _unwrapped(obj: Any) -> Any:
+    """The module inside ``DataParallel`` / ``DistributedDataParallel`` (whose keys carry ``module.``),
+    so that checkpoints load into the plain network, as MONAI's ``CheckpointLoader`` expects."""
+    return obj.module if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else obj

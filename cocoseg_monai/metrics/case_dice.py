@@ -102,4 +102,17 @@ class CaseDice(Metric):
             self.counts[key] = self.counts[key] + c if key in self.counts else c
 
     def compute(self) -> float:
-        return mean_case_dice(self.counts)
+        return mean_case_dice(self._all_ranks_counts())
+
+    def _all_ranks_counts(self) -> dict[str, torch.Tensor]:
+        """The counts summed over all processes of a distributed run (a case's items may be split
+        between ranks by the ``DistributedSampler``); this process's own otherwise."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self.counts
+        parts: list[dict[str, torch.Tensor] | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, self.counts)
+        merged: dict[str, torch.Tensor] = {}
+        for part in parts:
+            for case, c in (part or {}).items():
+                merged[case] = merged[case] + c if case in merged else c
+        return merged

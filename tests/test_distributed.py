@@ -1,0 +1,109 @@
+"""Distributed data-parallel training: torchrun, 2 processes, gloo on the CPU, tiny data."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from cocoseg_monai.bundle import bundle_dir, config_path
+from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
+
+from .conftest import TINY_FEATURES
+
+# test-only layer: each rank saves its final weights and its pid outside the run's log dir
+_RANK_DUMP = """
+finalize:
+  - "$torch.save(@network.module.state_dict(), os.path.join(@rank_dump, 'rank' + str(@rank) + '.pt'))"
+  - "$open(os.path.join(@rank_dump, 'rank' + str(@rank) + '.pid'), 'w').write(str(os.getpid()))"
+  - "$torch.distributed.destroy_process_group()"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    data = root / "data"
+    write_dataset(data, patients=5, seed=3, fmt="png", config=PhantomConfig(size=48, slices=4))
+    (root / "ranks").mkdir()
+    (root / "rank_dump.yaml").write_text(_RANK_DUMP)
+    configs = [str(config_path("train")), str(config_path("multi_gpu_train")), str(root / "rank_dump.yaml")]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m", "monai.bundle", "run", "training", "--meta_file", str(bundle_dir() / "configs" / "metadata.json"),
+        "--config_file", json.dumps(configs), "--dataset_dir", str(data), "--logdir", str(root / "logs"),
+        "--rank_dump", str(root / "ranks"), "--max_epochs", "1", "--features", json.dumps(list(TINY_FEATURES)),
+        "--patch_size", "[32,32]", "--num_samples", "2", "--batch_size", "2", "--num_workers", "0",
+        "--progress_bar", "False", "--val_sw_batch_size", "4",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return root
+
+
+def test_both_ranks_finish_with_identical_weights(ddp_run):
+    ranks = ddp_run / "ranks"
+    w0, w1 = torch.load(ranks / "rank0.pt", weights_only=True), torch.load(ranks / "rank1.pt", weights_only=True)
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    config = json.loads((ddp_run / "logs" / "config.json").read_text())
+    assert config["world_size"] == 2
+
+
+def test_only_rank_0_writes_outputs(ddp_run):
+    logs = ddp_run / "logs"
+    rank0 = int((ddp_run / "ranks" / "rank0.pid").read_text())
+    events = list((logs / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and all(int(re.search(r"\.(\d+)\.\d+$", e.name).group(1)) == rank0 for e in events)
+    history = json.loads((logs / "history.json").read_text())
+    assert history["epoch"] == [1]
+    # checkpoints hold the plain network's keys (no DDP "module." prefix): they load without DDP
+    ckpt = torch.load(logs / "latest.pth", weights_only=True)
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert (logs / "models" / "model.pt").is_file() and (logs / "best_model.pth").is_file()
+
+
+def test_reduced_validation_dice_equals_one_process_on_the_same_weights(ddp_run):
+    logs = ddp_run / "logs"
+    history = json.loads((logs / "history.json").read_text())
+    parser = ConfigParser()
+    parser.read_config(str(config_path("train")))
+    parser.update({
+        "dataset_dir": str(logs / "datalist.json"),  # the same split
+        "logdir": str(ddp_run / "single"),
+        "init_ckpt": str(logs / "latest.pth"),  # its EMA weights: the ones validated at epoch 1
+        "features": list(TINY_FEATURES), "patch_size": [32, 32], "num_workers": 0, "val_sw_batch_size": 4,
+        "device": "$torch.device('cpu')",
+    })  # fmt: skip
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    evaluator.run()
+    assert evaluator.state.metrics["val_dice"] == pytest.approx(history["val_dice"][0], abs=1e-6)
+    assert evaluator.state.metrics["val_slice_dice"] == pytest.approx(history["val_slice_dice"][0], abs=1e-6)
+    assert evaluator.state.metrics["val_loss"] == pytest.approx(history["val_loss"][0], rel=1e-5)
+
+
+def test_cocoseg_train_nproc_runs_the_same_workflow_under_torchrun(ddp_run, tmp_path):
+    cmd = [
+        sys.executable, "-m", "cocoseg_monai", "train", "--nproc", "2", "--epoch", "1", "--bs", "2",
+        "--dataset_root", str(ddp_run / "data"), "--logdir", str(tmp_path / "logs"), "--num_workers", "0",
+        "--patch_size", "32", "32", "--set", f"features={list(TINY_FEATURES)}", "--set", "num_samples=2",
+        "--set", "progress_bar=false", "--set", "val_sw_batch_size=4",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    config = json.loads((tmp_path / "logs" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["bs"] == 2 and config["use_gpu"] is False
+    assert json.loads((tmp_path / "logs" / "history.json").read_text())["epoch"] == [1]
