@@ -19,6 +19,9 @@ from typing import IO, Any
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_torch_save"]
 
+_UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
+os.umask(_UMASK)  # ... and put it back at once
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
@@ -41,6 +44,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: give the usual permissions
         os.replace(tmp, path)
     except OSError as e:
         _remove_quietly(tmp)

@@ -146,8 +146,15 @@ def _load_flag_config(path: str) -> dict[str, Any]:
     return values
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+def _parse_set(items: Sequence[str], configs: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` overrides; a KEY that none of the bundle ``configs`` has is refused,
+    naming it and the closest known keys (a typo would otherwise be silently ignored)."""
+    import difflib
+
     import yaml
+    from monai.bundle import ConfigParser
+
+    from .bundle import config_path
 
     out: dict[str, Any] = {}
     for item in items:
@@ -155,6 +162,15 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise SystemExit(f"cocoseg: --set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
+    if out:
+        parser = ConfigParser()
+        parser.read_config([str(config_path(c)) for c in configs])
+        for key in out:
+            if key not in parser:
+                known = list(parser.get().keys())
+                close = difflib.get_close_matches(key.split("#")[0], known, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise SystemExit(f"cocoseg: --set {key}: no such key in {', '.join(configs)}{hint}")
     return out
 
 
@@ -180,7 +196,7 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
     if root and "dataset_root" not in explicit and not Path(root).exists():
         logging.getLogger(__name__).info("%s does not exist: training on the embedded phantom data set", root)
         overrides["dataset_dir"] = ""
-    overrides.update(_parse_set(args.set))
+    overrides.update(_parse_set(args.set, ("train",)))
     return overrides
 
 
@@ -262,7 +278,7 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.output_dir:
         overrides["eval_dir"] = args.output_dir
-    overrides.update(_parse_set(args.set))
+    overrides.update(_parse_set(args.set, ("train", "evaluate")))
     return overrides
 
 
@@ -313,7 +329,7 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.slice_batch is not None:
         overrides["slice_batch"] = args.slice_batch
-    overrides.update(_parse_set(args.set))
+    overrides.update(_parse_set(args.set, ("inference",)))
     return overrides
 
 
@@ -444,10 +460,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _known_cause(error: BaseException) -> BaseException | None:
+    """The project's own error inside MONAI's wrapping (config expressions, transforms), if any."""
+    from .data import DataError
+    from .handlers import NonFiniteLossError
+    from .settings import SettingsError
+
+    seen = []
+    while error is not None and error not in seen:
+        if isinstance(error, (DataError, SettingsError, NonFiniteLossError)):
+            return error
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as err:  # the project's own errors are answered in one line, others in full
+        cause = _known_cause(err)
+        if cause is None:
+            raise
+        raise SystemExit(f"cocoseg {args.command}: {cause}") from None
 
 
 if __name__ == "__main__":

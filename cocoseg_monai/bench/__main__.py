@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (float16 AMP on CUDA)")
     s.add_argument("--matmul_n", type=int, default=2048)
     s.add_argument("--min_seconds", type=float, default=3.0, help="time each measurement at least this long")
+    s.add_argument("--channels_last", action="store_true", help="inference in channels_last memory format")
+    s.add_argument("--compile", action="store_true", help="inference through torch.compile")
+    s.add_argument("--no_grad", action="store_true", help="torch.no_grad (as MONAI evaluators) instead of inference_mode")
     s.add_argument("--toy", action="store_true", help="tiny widths (tests)")
     s.add_argument("--json", default=None)
 
@@ -107,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .speed import format_speed, run_speed
 
         settings = {k: getattr(args, k) for k in ("device", "size", "infer_batch", "train_patch", "train_batch",
-                                                    "volume_slices", "bf16", "matmul_n", "min_seconds", "toy")}  # fmt: skip
+                                                    "volume_slices", "bf16", "matmul_n", "min_seconds", "toy",
+                                                    "channels_last", "compile", "no_grad")}  # fmt: skip
         result = run_speed(args.models, settings)
         print(format_speed(result))
         _write(args.json, result)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json
 from .models import BENCH_MODELS, network_def
 
 __all__ = ["BUDGETS", "run_accuracy", "format_accuracy"]
@@ -69,6 +70,13 @@ def run_accuracy(
     for name in models:
         logdir = out / name
         net = network_def(name, toy=spec["toy"])
+        done = logdir / "bench_done.json"
+        if done.is_file():  # a re-run (after an interruption) keeps models already done with these settings
+            record = json.loads(done.read_text())
+            if record.get("settings") == json.loads(json.dumps(common)) and record.get("network_def") == net:
+                results["models"][name] = record["result"]
+                results["baselines"] = results["baselines"] or record["baselines"]
+                continue
         t0 = time.perf_counter()
         run_bundle([config_path("train")], "training", {**common, "logdir": str(logdir), "network_def": net})
         train_s = time.perf_counter() - t0
@@ -89,7 +97,8 @@ def run_accuracy(
         if not results["baselines"]:  # same test cases for every model: score the baselines once
             for method in _METHODS_BASELINES:
                 results["baselines"][method] = json.loads((logdir / "eval" / f"{method}_summary.json").read_text())
-    from ..atomic import atomic_write_json
+        atomic_write_json(done, {"settings": common, "network_def": net, "result": results["models"][name],
+                                 "baselines": results["baselines"]})  # fmt: skip
 
     atomic_write_json(out / "accuracy.json", results)
     return results

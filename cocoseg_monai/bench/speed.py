@@ -70,8 +70,15 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     # inference on whole slices
     net.eval()
     x = torch.rand(settings["infer_batch"], 2, size, size, device=dev)
-    with torch.inference_mode(), _autocast(dev, bf16):
-        seconds = _timed(lambda: net(x), dev, settings["min_seconds"])
+    infer_net = net
+    if settings.get("channels_last"):
+        infer_net, x = net.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    if settings.get("compile"):
+        infer_net = torch.compile(infer_net)
+    grad_mode = torch.no_grad() if settings.get("no_grad") else torch.inference_mode()
+    with grad_mode, _autocast(dev, bf16):
+        seconds = _timed(lambda: infer_net(x), dev, settings["min_seconds"])
+    net = net.to(memory_format=torch.contiguous_format)
     r["infer_slices_per_s"] = round(settings["infer_batch"] / seconds, 3)
     r["infer_gflops"] = round(gflop * r["infer_slices_per_s"], 1)
 
@@ -149,9 +156,10 @@ def run_speed(models: list[str], settings: dict[str, Any]) -> dict[str, Any]:
 def format_speed(result: dict[str, Any]) -> str:
     s = result["settings"]
     vol = f"volume {s['size']}x{s['size']}x{s['volume_slices']} s" if s["volume_slices"] > 0 else "volume s"
+    variant = "".join(f", {k}" for k in ("channels_last", "compile", "no_grad") if s.get(k))
     lines = [
         f"{result['device']} ({result['threads']} threads), torch {result['torch']}, "
-        f"{'bf16 autocast' if s['bf16'] else 'fp32'}; measured {result['matmul_dtype']} matmul peak "
+        f"{'bf16 autocast' if s['bf16'] else 'fp32'}{variant}; measured {result['matmul_dtype']} matmul peak "
         f"{result['matmul_peak_gflops']:.0f} GFLOP/s",
         "",
         f"| model | params (M) | GFLOP / {s['size']}^2 slice | infer slices/s (batch {s['infer_batch']}) | infer GFLOP/s | "

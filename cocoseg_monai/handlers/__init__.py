@@ -1,16 +1,19 @@
-"""Ignite handlers for CoCoSeg training: checkpoints, history, gradient clipping."""
+"""Ignite handlers for CoCoSeg training: checkpoints, history, gradient clipping, non-finite loss."""
 
 from __future__ import annotations
 
 from .checkpoint import TrainingCheckpointer
 from .gradient_clip import GradientClipping
 from .history import HISTORY_KEYS, HistoryWriter
+from .nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
 from .output import stack_from_engine
 from .case_evaluation import BASELINES, CaseEvaluationWriter
 
 __all__ = [
     "TrainingCheckpointer",
     "GradientClipping",
+    "StopOnNonFiniteLoss",
+    "NonFiniteLossError",
     "HistoryWriter",
     "HISTORY_KEYS",
     "stack_from_engine",

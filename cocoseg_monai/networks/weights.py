@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> to
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` holds pickled objects other than weights (nothing of it is run).
         RuntimeError: naming ``path`` and the missing, unexpected or mis-shaped keys, when the
             weights belong to another architecture or width.
     """
@@ -33,7 +35,13 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> to
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refuses anything that could run code
+        raise ValueError(
+            f"refusing to load {path}: it holds Python objects besides tensors and plain containers, "
+            f"which could run code when unpickled; only weights are loaded (torch.load weights_only=True). {err}"
+        ) from None
     if isinstance(state, dict):
         for key in _CHECKPOINT_KEYS:
             if isinstance(state.get(key), dict):

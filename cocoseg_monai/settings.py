@@ -1,0 +1,70 @@
+"""Checks of a training run's settings, made before any data is read or generated."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SettingsError", "check_training_settings"]
+
+
+class SettingsError(ValueError):
+    """A run setting is out of its range; the message names the setting and the value."""
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise SettingsError(f"setting '{name}' must be a positive integer, got {value!r}")
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise SettingsError(f"setting '{name}' must be a positive number, got {value!r}")
+
+
+def check_training_settings(
+    max_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    val_ratio: float,
+    test_ratio: float,
+    loss_type: str,
+    num_samples: int,
+    patch_size: Sequence[int],
+    dataset_dir: str | os.PathLike | None,
+    val_freq: int = 1,
+    num_workers: int = 0,
+) -> None:
+    """Refuse settings no run could use, naming the setting (``train.yaml`` runs this first).
+
+    Raises:
+        SettingsError: an unknown loss type, a batch size, epoch count, ... below 1, a ratio
+            outside its range, a ``dataset_dir`` that does not exist.
+    """
+    from .losses import LOSS_TYPES
+
+    for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("num_samples", num_samples),
+                        ("val_freq", val_freq)):  # fmt: skip
+        _positive_int(name, value)
+    _positive("learning_rate", learning_rate)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+        raise SettingsError(f"setting 'num_workers' must be an integer >= 0, got {num_workers!r}")
+    if loss_type not in LOSS_TYPES:
+        raise SettingsError(f"setting 'loss_type' is {loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
+    if not isinstance(val_ratio, numbers.Real) or not 0 < val_ratio < 1:
+        raise SettingsError(f"setting 'val_ratio' must lie in (0, 1), got {val_ratio!r}")
+    if not isinstance(test_ratio, numbers.Real) or not 0 <= test_ratio < 1 or val_ratio + test_ratio >= 1:
+        raise SettingsError(
+            f"setting 'test_ratio' must lie in [0, 1) and leave patients for training with val_ratio "
+            f"{val_ratio}, got {test_ratio!r}"
+        )
+    patch = list(patch_size) if isinstance(patch_size, Sequence) and not isinstance(patch_size, str) else None
+    if patch is None or len(patch) != 2:
+        raise SettingsError(f"setting 'patch_size' must be two positive integers (x, y), got {patch_size!r}")
+    for p in patch:
+        _positive_int("patch_size", p)
+    if dataset_dir is not None and str(dataset_dir).strip() and not Path(dataset_dir).exists():
+        raise SettingsError(f"setting 'dataset_dir': {dataset_dir} does not exist")
