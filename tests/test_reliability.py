@@ -1,0 +1,194 @@
+"""Reliability: bad settings refused before any work, NaN losses, unsafe checkpoints, full disks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from cocoseg_monai.atomic import atomic_torch_save, atomic_write_json
+from cocoseg_monai.bundle import config_path, run_bundle
+from cocoseg_monai.cli import main as cocoseg
+from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
+from cocoseg_monai.handlers import NonFiniteLossError
+from cocoseg_monai.losses import build_loss
+from cocoseg_monai.networks import CoCoSegNet, load_weights
+from cocoseg_monai.settings import SettingsError
+
+from .conftest import TINY_FEATURES, error_chain
+
+TINY_RUN = {"features": list(TINY_FEATURES), "patch_size": [32, 32], "num_samples": 2, "batch_size": 4,
+            "num_workers": 0, "progress_bar": False, "val_sw_batch_size": 4}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantom")
+    write_dataset(root, patients=5, seed=3, fmt="png", config=PhantomConfig(size=48, slices=4))
+    return root
+
+
+class NanLossAfter:
+    """The combined loss, NaN from call ``after`` on (a stand-in for a diverging run)."""
+
+    def __init__(self, after: int) -> None:
+        self.after, self.calls, self.loss = after, 0, build_loss("combined")
+
+    def __call__(self, pred, label):
+        self.calls += 1
+        loss = self.loss(pred, label)
+        return loss * float("nan") if self.calls >= self.after else loss
+
+
+class CodeOnUnpickle:
+    """Unpickling this would create ``marker``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+# ---- settings: refused before any data is read or generated ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"batch_size": 0}, "'batch_size' must be a positive integer, got 0"),
+        ({"batch_size": -2}, "'batch_size' must be a positive integer, got -2"),
+        ({"val_ratio": 0.0}, "'val_ratio' must lie in (0, 1), got 0.0"),
+        ({"val_ratio": 1.0}, "'val_ratio' must lie in (0, 1), got 1.0"),
+        ({"loss_type": "hinge"}, "'loss_type' is 'hinge'; choose one of combined"),
+        ({"max_epochs": 0}, "'max_epochs' must be a positive integer"),
+        ({"learning_rate": -1e-3}, "'learning_rate' must be a positive number"),
+        ({"dataset_dir": "/no/such/folder"}, "'dataset_dir': /no/such/folder does not exist"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(tmp_path, override, message):
+    with pytest.raises(RuntimeError) as err:
+        run_bundle([config_path("train")], "training", {**TINY_RUN, "logdir": str(tmp_path / "logs"),
+                                                        "default_data_dir": str(tmp_path / "data"), **override})  # fmt: skip
+    chain = error_chain(err.value)
+    assert "SettingsError" in chain and message in chain
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()  # nothing made, nothing written
+
+
+def test_cocoseg_train_answers_bad_settings_and_unknown_keys_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"^cocoseg train: setting 'batch_size' must be a positive integer, got 0$"):
+        cocoseg(["train", "--bs", "0"])
+    with pytest.raises(SystemExit, match=r"--set patchsize: no such key in train; did you mean patch_size"):
+        cocoseg(["train", "--set", "patchsize=[64,64]"])
+    with pytest.raises(SystemExit, match=r"--set ct_windw: no such key in inference; did you mean ct_window"):
+        (tmp_path / "w.pt").write_bytes(b"")
+        cocoseg(["infer", "--ckpt", "w.pt", "--ct", "a.nii.gz", "--pet", "b.nii.gz", "--set", "ct_windw=[0,1]"])
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "data").exists()
+
+
+def test_settings_check_names_each_range():
+    from cocoseg_monai.settings import check_training_settings
+
+    good = dict(max_epochs=1, batch_size=1, learning_rate=1e-4, val_ratio=0.2, test_ratio=0.1, loss_type="dice",
+                num_samples=1, patch_size=[32, 32], dataset_dir="")  # fmt: skip
+    check_training_settings(**good)
+    for bad, text in [({"test_ratio": 0.8}, "'test_ratio'"), ({"patch_size": [32]}, "'patch_size'"),
+                      ({"num_workers": -1}, "'num_workers'"), ({"batch_size": True}, "'batch_size'")]:  # fmt: skip
+        with pytest.raises(SettingsError, match=text):
+            check_training_settings(**{**good, **bad})
+
+
+# ---- numeric faults --------------------------------------------------------------------------
+
+
+def test_nan_loss_stops_naming_epoch_and_iteration_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    # 12 training slices, 4 per batch (2 patches each) = 3 iterations per epoch: call 5 is epoch 2, iteration 2
+    with pytest.raises(RuntimeError) as err:
+        run_bundle([config_path("train")], "training", {
+            **TINY_RUN, "dataset_dir": str(tiny_data), "logdir": str(tmp_path), "max_epochs": 3,
+            "train#trainer#loss_function": {"_target_": "tests.test_reliability.NanLossAfter", "after": 5},
+        })  # fmt: skip
+    chain = error_chain(err.value)
+    assert "NonFiniteLossError" in chain and "at epoch 2, iteration 2 of 3" in chain
+    ckpt = torch.load(tmp_path / "latest.pth", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 3  # the checkpoint of epoch 1, untouched
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == [1]
+
+
+def test_nan_loss_message_names_epoch_iteration_and_the_way_on():
+    from cocoseg_monai.handlers import StopOnNonFiniteLoss
+
+    class Engine:  # the handler on its own: what it says for a NaN at the 3rd iteration of epoch 5
+        state = type("S", (), {"output": {"loss": torch.tensor(float("nan"))}, "epoch": 5, "iteration": 43,
+                               "epoch_length": 10})()  # fmt: skip
+
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 5, iteration 3 of 10 \(iteration 43"):
+        StopOnNonFiniteLoss()(Engine())
+
+
+# ---- unsafe checkpoints ----------------------------------------------------------------------
+
+
+def test_checkpoint_carrying_code_is_refused_and_runs_nothing(tiny_data, tmp_path):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": CoCoSegNet(features=TINY_FEATURES).state_dict(), "payload": CodeOnUnpickle(marker)}, evil)
+    assert pickle.loads(pickle.dumps(CodeOnUnpickle(marker))) is None and marker.exists()  # the payload is real
+    marker.unlink()
+
+    with pytest.raises(ValueError, match=r"refusing to load .*evil.pt: it holds Python objects besides tensors"):
+        load_weights(CoCoSegNet(features=TINY_FEATURES), evil)
+    with pytest.raises(RuntimeError) as err:  # resume through MONAI's CheckpointLoader
+        run_bundle([config_path("train")], "training", {
+            **TINY_RUN, "dataset_dir": str(tiny_data), "logdir": str(tmp_path / "run"), "max_epochs": 1,
+            "resume": True, "resume_ckpt": str(evil),
+        })  # fmt: skip
+    assert "Weights only load failed" in error_chain(err.value)
+    with pytest.raises(RuntimeError) as err:  # fine-tuning start
+        run_bundle([config_path("train")], "training", {
+            **TINY_RUN, "dataset_dir": str(tiny_data), "logdir": str(tmp_path / "run2"), "init_ckpt": str(evil)})
+    assert "refusing to load" in error_chain(err.value)
+    assert not marker.exists()
+
+
+# ---- outputs: atomic, and a full disk is named -------------------------------------------------
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "latest.pth"
+    atomic_torch_save({"epoch": 1}, path)
+    history = tmp_path / "history.json"
+    atomic_write_json(history, {"epoch": [1]})
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=r"could not write .*latest.pth: No space left on device"):
+        atomic_torch_save({"epoch": 2}, path)
+    with pytest.raises(OSError, match=r"could not write .*history.json: No space left on device"):
+        atomic_write_json(history, {"epoch": [1, 2]})
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert json.loads(history.read_text()) == {"epoch": [1]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "latest.pth"]  # no temporary left
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    atomic_write_json(tmp_path / "a.json", {})
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
