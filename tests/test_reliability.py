@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import pickle
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +195,51 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+# ---- kill and resume -------------------------------------------------------------------------
+
+# test-only layer: the process kills itself (SIGKILL: no handler, no cleanup) at iteration 5 of
+# the run, in the middle of epoch 2 (3 iterations per epoch)
+_KILL_LAYER = """
+initialize:
+  - "$@check_settings"
+  - "$monai.utils.set_determinism(seed=@random_seed)"
+  - "$cocoseg_monai.atomic.atomic_write_json(os.path.join(@logdir, 'config.json'), @run_config)"
+  - "$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once=5), lambda e: os.kill(os.getpid(), 9))"
+"""
+
+
+def _bundle_cli(logdir: Path, data: Path, extra_configs=(), **overrides) -> subprocess.CompletedProcess:
+    configs = [str(config_path("train")), *map(str, extra_configs)]
+    args = {**TINY_RUN, "dataset_dir": str(data), "logdir": str(logdir), "max_epochs": 3, **overrides}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs)]
+    for key, value in args.items():
+        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_data, tmp_path):
+    whole = _bundle_cli(tmp_path / "whole", tiny_data)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    (tmp_path / "kill.yaml").write_text(_KILL_LAYER)
+    killed = _bundle_cli(tmp_path / "run", tiny_data, extra_configs=[tmp_path / "kill.yaml"])
+    assert killed.returncode == -signal.SIGKILL
+    latest = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)
+    assert latest["trainer"]["iteration"] == 3  # the end of epoch 1: epoch 2's work was lost, nothing else
+
+    resumed = _bundle_cli(tmp_path / "run", tiny_data, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a = torch.load(tmp_path / "whole" / "latest.pth", weights_only=True)
+    b = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)
+    assert a["trainer"]["iteration"] == b["trainer"]["iteration"] == 9
+    for part in ("model", "ema"):
+        for key in a[part]:
+            torch.testing.assert_close(b[part][key], a[part][key], rtol=1e-5, atol=1e-6, msg=f"{part}.{key}")
+    ha = json.loads((tmp_path / "whole" / "history.json").read_text())
+    hb = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert hb["epoch"] == ha["epoch"] == [1, 2, 3]
+    for key in ("val_dice", "val_loss", "train_loss", "lr"):
+        assert hb[key] == pytest.approx(ha[key], rel=1e-5, abs=1e-6), key

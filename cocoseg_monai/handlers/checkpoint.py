@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 
 from ..atomic import atomic_write
 
-__all__ = ["TrainingCheckpointer"]
+__all__ = ["TrainingCheckpointer", "SchedulerPosition"]
 
 
 class TrainingCheckpointer:
@@ -128,3 +128,21 @@ def _unwrapped(obj: Any) -> Any:
     """The module inside ``DataParallel`` / ``DistributedDataParallel`` (whose keys carry ``module.``),
     so that checkpoints load into the plain network, as MONAI's ``CheckpointLoader`` expects."""
     return obj.module if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else obj
+
+
+class SchedulerPosition:
+    """The position (``event_index``) of an Ignite parameter scheduler, as checkpointable state.
+
+    Ignite's state schedulers (such as the EMA momentum warm-up of ``EMAHandler``) put their
+    lambda in ``state_dict()``, which ``torch.load(..., weights_only=True)`` refuses; their
+    position is all a resumed run needs to continue the schedule where it stopped.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def state_dict(self) -> dict[str, int]:
+        return {"event_index": int(self.scheduler.event_index)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.scheduler.event_index = int(state["event_index"])
