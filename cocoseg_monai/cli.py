@@ -460,28 +460,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _known_cause(error: BaseException) -> BaseException | None:
-    """The project's own error inside MONAI's wrapping (config expressions, transforms), if any."""
-    from .data import DataError
-    from .handlers import NonFiniteLossError
-    from .settings import SettingsError
-
-    seen = []
-    while error is not None and error not in seen:
-        if isinstance(error, (DataError, SettingsError, NonFiniteLossError)):
-            return error
-        seen.append(error)
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
         return args.func(args)
     except Exception as err:  # the project's own errors are answered in one line, others in full
-        cause = _known_cause(err)
+        from .errors import project_cause
+
+        cause = project_cause(err)
         if cause is None:
             raise
         raise SystemExit(f"cocoseg {args.command}: {cause}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cocoseg_monai.errors import error_chain as chain_of
+
 #: Structurally identical to CoCoSeg V2, with widths small enough for fast tests.
 TINY_FEATURES = (4, 8, 16, 32)
 
@@ -20,8 +22,4 @@ def error_chain(error: BaseException | None) -> str:
     MONAI wraps errors raised inside transforms and config expressions in its own RuntimeError;
     the user sees the whole chain in the traceback, so tests read the whole chain.
     """
-    out = []
-    while error is not None:
-        out.append(f"{type(error).__name__}: {error}")
-        error = error.__cause__ or error.__context__
-    return "\n".join(out)
+    return "\n".join(f"{type(e).__name__}: {e}" for e in chain_of(error))

@@ -23,6 +23,7 @@ _RANK_DUMP = """
 finalize:
   - "$torch.save(@network.module.state_dict(), os.path.join(@rank_dump, 'rank' + str(@rank) + '.pt'))"
   - "$open(os.path.join(@rank_dump, 'rank' + str(@rank) + '.pid'), 'w').write(str(os.getpid()))"
+  - "$torch.distributed.barrier()"
   - "$torch.distributed.destroy_process_group()"
 """
 

@@ -64,7 +64,7 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     toy, bf16, size = settings["toy"], settings["bf16"], settings["size"]
     net = build_network(name, toy=toy).to(dev)
     gflop = gflop_per_slice(name, size, toy=toy)
-    r: dict[str, Any] = {"model": name, "gflop_per_slice": round(gflop, 2),
+    r: dict[str, Any] = {"model": name, "gflop_per_slice": round(gflop, 4),
                          "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3)}  # fmt: skip
 
     # inference on whole slices
@@ -80,7 +80,7 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         seconds = _timed(lambda: infer_net(x), dev, settings["min_seconds"])
     net = net.to(memory_format=torch.contiguous_format)
     r["infer_slices_per_s"] = round(settings["infer_batch"] / seconds, 3)
-    r["infer_gflops"] = round(gflop * r["infer_slices_per_s"], 1)
+    r["infer_gflops"] = round(gflop * r["infer_slices_per_s"], 3)
 
     # training steps on patches
     net.train()

@@ -29,6 +29,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from cocoseg_monai.atomic import atomic_write
 from cocoseg_monai.bundle import bundle_dir
 from cocoseg_monai.data.discovery import DataError, split_by_patient, write_datalist
+from cocoseg_monai.errors import error_chain, project_cause
 
 from .datastore import NIFTI_SUFFIXES, PET_FOLDER, pet_partner
 
@@ -74,21 +75,12 @@ def run_bundle_workflow(config: str, bundle: Path, overrides: Mapping[str, Any])
         workflow.finalize()
 
 
-def _error_chain(error: BaseException | None) -> list[BaseException]:
-    chain = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
-
-
 def _http_error(error: Exception, what: str) -> HTTPException:
     """The HTTP error for a failed workflow: 422 for data the pipeline refuses, with its reason."""
-    chain = _error_chain(error)
-    data = next((e for e in chain if isinstance(e, DataError)), None)
-    if data is not None:
-        return HTTPException(status_code=422, detail=f"{what}: {data}")
-    root = chain[-1]
+    cause = project_cause(error)
+    if cause is not None:
+        return HTTPException(status_code=422, detail=f"{what}: {cause}")
+    root = error_chain(error)[-1]
     return HTTPException(status_code=500, detail=f"{what} failed: {type(root).__name__}: {root}")
 
 

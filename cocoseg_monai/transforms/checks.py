@@ -134,23 +134,34 @@ class CheckOverlapd(MapTransform):
 
 
 class CheckGeometryd(MapTransform):
-    """Raise when a NIfTI volume carries no usable spatial information.
+    """Raise when a NIfTI volume is not one-channel ``spatial_dims``-D or carries no usable
+    spatial information.
 
     A file whose ``qform_code`` and ``sform_code`` are both 0 has no position or orientation in
     world space, and one with a zero or negative voxel size has no spacing: PET cannot be placed
     on the CT grid from either. Readers that do not report these header fields are not checked.
 
-    Input/output: ``{key: MetaTensor}``, unchanged.
+    Input/output: ``{key: MetaTensor [C, *spatial]}``, unchanged.
 
     Raises
     ------
     DataError
-        Naming the key, the file and what is missing.
+        Naming the key, the file and what is wrong.
     """
+
+    def __init__(self, keys: KeysCollection, spatial_dims: int | None = 3, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_dims = spatial_dims
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
+            shape = tuple(d[key].shape)
+            if self.spatial_dims is not None and (len(shape) != self.spatial_dims + 1 or shape[0] != 1):
+                raise DataError(
+                    f"{key!r} {filename_of(d[key])}: expected one {self.spatial_dims}D volume, got an image of "
+                    f"{shape[0]} channel(s) and spatial shape {list(shape[1:])}"
+                )
             meta = getattr(d[key], "meta", {})
             codes = [meta.get(name) for name in ("qform_code", "sform_code")]
             if all(c is not None for c in codes) and all(int(c) == 0 for c in codes):

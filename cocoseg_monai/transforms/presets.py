@@ -140,7 +140,8 @@ def get_preprocess_transforms(
     else:
         t += [
             CheckFinited(keys=(CT, PET, LABEL), allow_missing_keys=no_label),
-            CheckGeometryd(keys=(CT, PET)),  # PET is placed on the CT grid by world coordinates
+            CheckGeometryd(keys=(CT, PET)),  # one 3D volume each, placed in the world by its affine
+            CheckGeometryd(keys=LABEL, spatial_dims=3, allow_missing_keys=no_label),
             CheckOverlapd(keys=(CT, PET)),  # else the resampled PET would be padding only
         ]
         if axcodes is not None:
