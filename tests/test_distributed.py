@@ -21,7 +21,7 @@ from .conftest import TINY_FEATURES
 # test-only layer: each rank saves its final weights and its pid outside the run's log dir
 _RANK_DUMP = """
 finalize:
-  - "$torch.save(@network.module.state_dict(), os.path.join(@rank_dump, 'rank' + str(@rank) + '.pt'))"
+  - "$torch.save({'model': @network.module.state_dict(), 'ema': @ema_model.state_dict()}, os.path.join(@rank_dump, 'rank' + str(@rank) + '.pt'))"
   - "$open(os.path.join(@rank_dump, 'rank' + str(@rank) + '.pid'), 'w').write(str(os.getpid()))"
   - "$torch.distributed.barrier()"
   - "$torch.distributed.destroy_process_group()"
@@ -56,10 +56,13 @@ def ddp_run(tmp_path_factory):
     return root
 
 
-def test_both_ranks_finish_with_identical_weights(ddp_run):
+def test_both_ranks_finish_with_identical_weights_and_ema(ddp_run):
     ranks = ddp_run / "ranks"
-    w0, w1 = torch.load(ranks / "rank0.pt", weights_only=True), torch.load(ranks / "rank1.pt", weights_only=True)
-    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    r0, r1 = torch.load(ranks / "rank0.pt", weights_only=True), torch.load(ranks / "rank1.pt", weights_only=True)
+    for part in ("model", "ema"):
+        w0, w1 = r0[part], r1[part]
+        assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), part
+    assert not all(torch.equal(r0["model"][k], r0["ema"][k]) for k in r0["model"])  # the EMA is its own average
     config = json.loads((ddp_run / "logs" / "config.json").read_text())
     assert config["world_size"] == 2
 

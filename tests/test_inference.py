@@ -182,3 +182,21 @@ def test_slice_batch_size_does_not_change_the_volume_label(study, tmp_path):
     one = np.asarray(nib.load(tmp_path / "one" / "patient_001_seg.nii.gz").dataobj)
     six = np.asarray(nib.load(tmp_path / "six" / "patient_001_seg.nii.gz").dataobj)
     np.testing.assert_array_equal(one, six)
+
+
+def test_interrupted_prediction_write_keeps_the_previous_label(study, tmp_path, monkeypatch):
+    root, ckpt, _ = study
+    _infer(root, ckpt, tmp_path)
+    label = tmp_path / "patient_001_seg.nii.gz"
+    before = label.read_bytes()
+
+    def half_then_fail(img, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"\x1f\x8b half a volume")  # the writer dies mid-file
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", half_then_fail)
+    with pytest.raises(RuntimeError) as err:
+        _infer(root, ckpt, tmp_path)
+    assert "No space left on device" in error_chain(err.value)
+    assert label.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["patient_001_seg.nii.gz"]  # no temporary left

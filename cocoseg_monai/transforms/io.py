@@ -12,17 +12,18 @@ inverse transpose, so a ``[1, W, H]`` prediction saved with it lines up with the
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
 from monai.config import DtypeLike, KeysCollection
-from monai.data import ImageReader, MetaTensor, NibabelReader, PILReader
+from monai.data import ImageReader, MetaTensor, NibabelReader, NibabelWriter, PILReader, PILWriter
 from monai.transforms import LoadImage, MapTransform
 
 from cocoseg_monai.data.discovery import DataError
 
-__all__ = ["IMAGE_FORMATS", "make_reader", "LoadImageChecked", "LoadImageCheckedd"]
+__all__ = ["IMAGE_FORMATS", "make_reader", "LoadImageChecked", "LoadImageCheckedd", "AtomicNibabelWriter", "AtomicPILWriter"]
 
 IMAGE_FORMATS = ("png", "nifti")
 
@@ -119,3 +120,30 @@ class LoadImageCheckedd(MapTransform):
             except DataError as e:
                 raise DataError(f"key {key!r}: {e}") from e.__cause__
         return d
+
+
+class _AtomicWrite:
+    """Mixin for MONAI image writers: write to a temporary file beside the destination (same
+    suffix, so the format is chosen alike), then rename it over the destination."""
+
+    def write(self, filename: Any, verbose: bool = True, **kwargs: Any) -> None:
+        from cocoseg_monai.atomic import _UMASK, _remove_quietly
+
+        path = os.fspath(filename)
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
+        try:
+            super().write(tmp, verbose=verbose, **kwargs)  # type: ignore[misc]
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+
+
+class AtomicNibabelWriter(_AtomicWrite, NibabelWriter):
+    """MONAI's ``NibabelWriter`` with atomic writes: a failed write leaves the previous file."""
+
+
+class AtomicPILWriter(_AtomicWrite, PILWriter):
+    """MONAI's ``PILWriter`` with atomic writes: a failed write leaves the previous file."""
