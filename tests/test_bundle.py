@@ -54,3 +54,18 @@ def test_train_config_defines_both_run_ids(run_id):
     parser = ConfigParser()
     parser.read_config(str(config_path("train")))
     assert run_id in parser
+
+
+@pytest.mark.parametrize("base", ["train", "inference"])
+def test_efficient_preset_layer_builds_the_preset_network(base):
+    from monai.bundle import ConfigParser
+
+    from cocoseg_monai.networks import COCOSEG_PRESETS
+
+    parser = ConfigParser()
+    parser.read_config([str(config_path(base)), str(config_path("efficient"))])
+    net = parser.get_parsed_content("network_def")
+    preset = CoCoSegNet(**COCOSEG_PRESETS["efficient"])
+    assert net.state_dict().keys() == preset.state_dict().keys()
+    assert all(v.shape == preset.state_dict()[k].shape for k, v in net.state_dict().items())
+    assert not hasattr(net, "vgg_pet") or net.vgg_pet is net.vgg_ct  # one VGG19 shared by CT and PET

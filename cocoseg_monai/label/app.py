@@ -112,8 +112,11 @@ class _Serving:
         self.network: dict[str, Any] = {}  # overrides shared by inference and training
         if conf.get("features"):
             self.network["features"] = [int(f) for f in str(conf["features"]).replace(" ", "").split(",")]
-        if conf.get("cpu_bf16"):
-            self.network["cpu_bf16"] = str(conf["cpu_bf16"]).lower() in ("1", "true", "yes")
+        if conf.get("attention_kernel_size"):
+            self.network["attention_kernel_size"] = int(conf["attention_kernel_size"])
+        for flag in ("share_vgg", "cpu_bf16"):
+            if conf.get(flag):
+                self.network[flag] = str(conf[flag]).lower() in ("1", "true", "yes")
         self.slice_batch = int(conf["slice_batch"]) if conf.get("slice_batch") else None
         if conf.get("weights"):
             self.install_weights(Path(conf["weights"]))
@@ -293,7 +296,8 @@ class CoCoSegApp(MONAILabelApp):
     """MONAI Label app serving the CoCoSeg bundle as the model ``cocoseg`` (infer and train).
 
     ``--conf`` options: ``weights`` (a ``model.pt`` to serve), ``features`` (network widths of
-    those weights, e.g. ``16,32,64,128``), ``model_dir``, ``bundle``, ``pet_folder``,
+    those weights, e.g. ``16,32,64,128``), ``attention_kernel_size`` and ``share_vgg`` (the
+    efficient preset's are ``1`` and ``true``), ``model_dir``, ``bundle``, ``pet_folder``,
     ``slice_batch``, ``cpu_bf16``, ``skip_trainers``, ``models`` (must be ``cocoseg`` if given).
     """
 
