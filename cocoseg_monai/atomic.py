@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_torch_save", "publish", "discard"]
 
 _UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
 os.umask(_UMASK)  # ... and put it back at once
@@ -44,13 +44,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: give the usual permissions
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as e:
-        _remove_quietly(tmp)
+        discard(tmp)
         raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from e
     except BaseException:
-        _remove_quietly(tmp)
+        discard(tmp)
         raise
 
 
@@ -69,6 +68,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
-def _remove_quietly(path: str) -> None:
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give the finished temporary file ``tmp`` the usual permissions (``mkstemp`` makes ``0600``
+    files) and move it over ``path`` in one step."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
+def discard(tmp: str | os.PathLike) -> None:
+    """Remove a temporary file that will not be published, if it exists."""
     with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+        os.remove(tmp)

@@ -127,17 +127,16 @@ class _AtomicWrite:
     suffix, so the format is chosen alike), then rename it over the destination."""
 
     def write(self, filename: Any, verbose: bool = True, **kwargs: Any) -> None:
-        from cocoseg_monai.atomic import _UMASK, _remove_quietly
+        from cocoseg_monai.atomic import discard, publish
 
         path = os.fspath(filename)
         folder, name = os.path.split(path)
         tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
         try:
             super().write(tmp, verbose=verbose, **kwargs)  # type: ignore[misc]
-            os.chmod(tmp, 0o666 & ~_UMASK)
-            os.replace(tmp, path)
+            publish(tmp, path)
         except BaseException:
-            _remove_quietly(tmp)
+            discard(tmp)
             raise
 
 
