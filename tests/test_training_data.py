@@ -46,3 +46,28 @@ def test_resume_reuses_the_saved_split(tmp_path, small_default):
     first = prepare_training_data("", tmp_path / "logs", default_data_dir=tmp_path / "d", seed=1)
     again = prepare_training_data("", tmp_path / "logs", default_data_dir=tmp_path / "d", seed=2, reuse_split=True)
     assert [i["image"] for i in again["validation"]] == [i["image"] for i in first["validation"]]
+
+
+def test_lesion_weighted_sampler_draws_lesion_items_more_often(tmp_path):
+    import torch
+
+    from cocoseg_monai.data import find_pairs, has_lesion, lesion_weighted_sampler
+    from cocoseg_monai.data.phantom import write_dataset
+
+    write_dataset(tmp_path, patients=3, seed=3, fmt="png", config=PhantomConfig(size=48, slices=6))
+    items = find_pairs(tmp_path)
+    lesion = [has_lesion(i["label"]) for i in items]
+    assert 0 < sum(lesion) < len(items)
+    assert lesion_weighted_sampler(items, 1.0) is None  # plain shuffling
+    sampler = lesion_weighted_sampler(items, 4.0)
+    assert len(sampler) == len(items)
+    torch.manual_seed(0)
+    draws = [i for _ in range(200) for i in sampler]
+    share = sum(lesion[i] for i in draws) / len(draws)
+    expected = 4 * sum(lesion) / (4 * sum(lesion) + len(items) - sum(lesion))
+    assert abs(share - expected) < 0.03 and share > sum(lesion) / len(items)
+    with pytest.raises(ValueError, match="lesion_weight must be > 0"):
+        lesion_weighted_sampler(items, 0.0)
+    broken = dict(items[0], label=str(tmp_path / "missing.png"))
+    with pytest.raises(DataError, match="cannot read mask .*missing.png"):
+        lesion_weighted_sampler([broken], 2.0)

@@ -22,12 +22,15 @@ from cocoseg_monai.data.discovery import (
     write_datalist,
 )
 from cocoseg_monai.data.inference_data import inference_items
+from cocoseg_monai.data.sampling import has_lesion, lesion_weighted_sampler
 from cocoseg_monai.data.training_data import DATALIST_FILENAME, prepare_training_data
 
 __all__ = [
     "DATALIST_FILENAME",
     "prepare_training_data",
     "inference_items",
+    "has_lesion",
+    "lesion_weighted_sampler",
     "DATALIST_SECTIONS",
     "MODALITY_FOLDERS",
     "PNG_NAME_PATTERN",
