@@ -80,7 +80,7 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         seconds = _timed(lambda: infer_net(x), dev, settings["min_seconds"])
     net = net.to(memory_format=torch.contiguous_format)
     r["infer_slices_per_s"] = round(settings["infer_batch"] / seconds, 3)
-    r["infer_gflops"] = round(gflop * r["infer_slices_per_s"], 3)
+    r["infer_gflops"] = float(f"{gflop * r['infer_slices_per_s']:.4g}")
 
     # training steps on patches
     net.train()
@@ -141,7 +141,7 @@ def run_speed(models: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         with ctx.Pool(1) as pool:
             rows.append(pool.apply(measure_model, (name, settings)))
     for r in rows:
-        r["infer_share_of_peak"] = round(r["infer_gflops"] / peak, 3)
+        r["infer_share_of_peak"] = float(f"{r['infer_gflops'] / peak:.4g}")  # 4 significant digits
     return {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
