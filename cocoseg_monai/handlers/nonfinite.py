@@ -20,7 +20,8 @@ class StopOnNonFiniteLoss:
     Runs on MONAI's ``IterationEvents.LOSS_COMPLETED``, between the loss and ``backward``: the
     weights, the optimizer state and the checkpoints on disk are those of the last good step and
     the last completed epoch (``latest.pth``), from which the run can be resumed, for example with
-    a lower learning rate.
+    a lower learning rate. (Ignite's ``TerminateOnNan`` looks at the output after the optimizer
+    step and ends the run quietly; this stops before the step and says where.)
     """
 
     def attach(self, engine: Engine) -> None:
