@@ -40,6 +40,8 @@ __all__ = [
     "write_datalist",
     "load_datalist",
     "image_format_of",
+    "NIFTI_SUFFIXES",
+    "strip_nifti_suffix",
 ]
 
 
@@ -56,7 +58,7 @@ PATH_KEYS: tuple[str, ...] = ("image", "pet", "label")
 
 PNG_NAME_TEMPLATE = "patient_{ID}_slice_{num}.png"
 PNG_NAME_PATTERN = re.compile(r"^patient_(?P<patient>[A-Za-z0-9-]+)_slice_(?P<slice>[0-9]+)\.png$")
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _NIFTI_PATIENT = re.compile(r"^patient_(?P<patient>.+)$")
 # files an OS or a file browser drops into folders; never data
 _JUNK_FILES = {"thumbs.db", "desktop.ini"}
@@ -193,7 +195,7 @@ def image_format_of(path: str | os.PathLike) -> str:
     name = Path(path).name.lower()
     if name.endswith(".png"):
         return "png"
-    if name.endswith(_NIFTI_SUFFIXES):
+    if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
     raise DataError(f"{path}: unsupported file type, expected .png, .nii or .nii.gz")
 
@@ -211,7 +213,7 @@ def _folder_format(folder: Path) -> str | None:
     if not files:
         return None
     names = [f.name.lower() for f in files]
-    if any(n.endswith(_NIFTI_SUFFIXES) for n in names):
+    if any(n.endswith(NIFTI_SUFFIXES) for n in names):
         return "nifti"
     if any(n.endswith(".png") for n in names):
         return "png"
@@ -221,7 +223,7 @@ def _folder_format(folder: Path) -> str | None:
 def _format_of_files(folder: Path, files: Sequence[Path]) -> str:
     names = [f.name.lower() for f in files]
     n_png = sum(n.endswith(".png") for n in names)
-    n_nii = sum(n.endswith(_NIFTI_SUFFIXES) for n in names)
+    n_nii = sum(n.endswith(NIFTI_SUFFIXES) for n in names)
     if n_png and n_nii:
         raise DataError(f"folder {folder} mixes PNG ({n_png}) and NIfTI ({n_nii}) files; use one format per dataset")
     return "nifti" if n_nii else "png"
@@ -232,7 +234,7 @@ def _check_names(folder: Path, files: Sequence[Path], fmt: str) -> None:
         bad = [f.name for f in files if not PNG_NAME_PATTERN.match(f.name)]
         expected = f"{PNG_NAME_TEMPLATE} (ID: letters, digits, '-'; num: digits)"
     else:
-        bad = [f.name for f in files if not f.name.lower().endswith(_NIFTI_SUFFIXES)]
+        bad = [f.name for f in files if not f.name.lower().endswith(NIFTI_SUFFIXES)]
         expected = "patient_{ID}.nii.gz or patient_{ID}.nii"
     if bad:
         raise DataError(
@@ -254,8 +256,9 @@ def _check_partners(folder: Path, listed: Mapping[str, Mapping[str, Path]]) -> N
         )
 
 
-def _strip_nifti_suffix(name: str) -> str:
-    for suffix in _NIFTI_SUFFIXES:
+def strip_nifti_suffix(name: str) -> str:
+    """``name`` without its ``.nii.gz`` / ``.nii`` suffix (unchanged when it has neither)."""
+    for suffix in NIFTI_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -267,7 +270,7 @@ def _patient_of(name: str, fmt: str) -> str:
         if m is None:  # names were checked before; this guards direct misuse
             raise DataError(f"{name} does not follow the pattern {PNG_NAME_TEMPLATE}")
         return m.group("patient")
-    stem = _strip_nifti_suffix(name)
+    stem = strip_nifti_suffix(name)
     m = _NIFTI_PATIENT.match(stem)
     return m.group("patient") if m else stem
 
@@ -539,7 +542,7 @@ def _patient_from_path(path: str) -> str:
     name = Path(path).name
     if PNG_NAME_PATTERN.match(name):
         return _patient_of(name, "png")
-    if name.lower().endswith(_NIFTI_SUFFIXES):
+    if name.lower().endswith(NIFTI_SUFFIXES):
         return _patient_of(name, "nifti")
     return Path(name).stem
 

@@ -28,10 +28,10 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from cocoseg_monai.atomic import atomic_write
 from cocoseg_monai.bundle import bundle_dir
-from cocoseg_monai.data.discovery import DataError, split_by_patient, write_datalist
+from cocoseg_monai.data.discovery import NIFTI_SUFFIXES, DataError, split_by_patient, strip_nifti_suffix, write_datalist
 from cocoseg_monai.errors import error_chain, project_cause
 
-from .datastore import NIFTI_SUFFIXES, PET_FOLDER, pet_partner
+from .datastore import PET_FOLDER, pet_partner
 
 __all__ = ["MODEL_NAME", "CoCoSegApp", "CoCoSegInferTask", "CoCoSegTrainTask", "run_bundle_workflow"]
 
@@ -249,7 +249,7 @@ class CoCoSegTrainTask(TrainTask):
             except DataError as err:
                 logger.warning("left out of training: %s", err)
                 continue
-            patient = next((ct.name[: -len(s)] for s in NIFTI_SUFFIXES if ct.name.endswith(s)), ct.stem)
+            patient = strip_nifti_suffix(ct.name)
             items.append({"image": str(ct), "pet": str(pet), "label": str(pair["label"]), "patient": patient})
         if len(items) < 2:
             raise DataError(

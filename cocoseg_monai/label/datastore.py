@@ -19,15 +19,14 @@ import os
 import time
 from pathlib import Path
 
-from cocoseg_monai.data.discovery import DataError
+from cocoseg_monai.data.discovery import NIFTI_SUFFIXES, DataError, strip_nifti_suffix
 
-__all__ = ["PET_FOLDER", "LABEL_FOLDER", "NIFTI_SUFFIXES", "pet_partner", "prepare_datastore"]
+__all__ = ["PET_FOLDER", "LABEL_FOLDER", "pet_partner", "prepare_datastore"]
 
 #: folder, beside the CTs, that holds each CT's PET partner under the same file name
 PET_FOLDER = "pet"
 #: where MONAI Label's local datastore keeps final (training) labels
 LABEL_FOLDER = os.path.join("labels", "final")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def pet_partner(ct: str | os.PathLike, studies: str | os.PathLike | None = None, pet_folder: str = PET_FOLDER) -> Path:
@@ -41,8 +40,8 @@ def pet_partner(ct: str | os.PathLike, studies: str | os.PathLike | None = None,
     """
     ct = Path(ct)
     folder = (Path(studies) if studies is not None else ct.parent) / pet_folder
-    stem = next((ct.name[: -len(s)] for s in NIFTI_SUFFIXES if ct.name.endswith(s)), None)
-    names = [ct.name] if stem is None else [stem + s for s in NIFTI_SUFFIXES]
+    stem = strip_nifti_suffix(ct.name)
+    names = [ct.name] if stem == ct.name else [stem + s for s in NIFTI_SUFFIXES]
     for name in names:
         if (folder / name).is_file():
             return folder / name
