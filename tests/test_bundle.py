@@ -69,3 +69,18 @@ def test_efficient_preset_layer_builds_the_preset_network(base):
     assert net.state_dict().keys() == preset.state_dict().keys()
     assert all(v.shape == preset.state_dict()[k].shape for k, v in net.state_dict().items())
     assert not hasattr(net, "vgg_pet") or net.vgg_pet is net.vgg_ct  # one VGG19 shared by CT and PET
+
+
+@pytest.mark.parametrize("key", ["ct_window", "suv_max"])
+def test_training_and_inference_configs_scale_intensities_alike(key):
+    """A model run with another CT window or SUV ceiling than it was trained with sees other
+    inputs: both configs and the transforms' defaults must agree."""
+    from monai.bundle import ConfigParser
+
+    from cocoseg_monai.transforms import DEFAULT_CT_WINDOW, DEFAULT_SUV_MAX
+
+    default = {"ct_window": list(DEFAULT_CT_WINDOW), "suv_max": DEFAULT_SUV_MAX}[key]
+    for name in ("train", "inference"):
+        parser = ConfigParser()
+        parser.read_config(str(config_path(name)))
+        assert parser[key] == default, f"{name}.yaml {key} {parser[key]} != transforms default {default}"

@@ -90,7 +90,7 @@ def test_png_loads_x_first_so_array_index_is_column_then_row(tmp_path):
 def test_png_orientation_is_the_same_for_ct_pet_and_mask_after_preprocessing(tmp_path):
     hu = np.array([[-1000, 0, 1000], [0, 0, 0]])
     mask = np.array([[0, 0, 255], [0, 0, 0]])
-    out = get_val_transforms()(_png_item(tmp_path, hu, np.where(hu > 0, 20.0, 0.0), mask))
+    out = get_val_transforms(ct_window=(-1000, 1000))(_png_item(tmp_path, hu, np.where(hu > 0, 20.0, 0.0), mask))
     assert out["image"].shape == (2, 3, 2) and out["label"].shape == (1, 3, 2)
     np.testing.assert_array_equal(out["image"][0].numpy(), [[0, 0.5], [0.5, 0.5], [1, 0.5]])
     np.testing.assert_array_equal(out["image"][1].numpy(), [[0, 0], [0, 0], [1, 0]])
@@ -195,7 +195,7 @@ def test_window_leaves_8bit_display_images_unwindowed():
 def test_png_pipeline_maps_16bit_values_to_windowed_channels(tmp_path):
     hu = np.array([[-1024, -1000, 0], [500, 1000, 2000]])
     suv = np.array([[0.0, 1.0, 5.0], [10.0, 20.0, 30.0]])
-    out = get_val_transforms()(_png_item(tmp_path, hu, suv, np.zeros((2, 3))))
+    out = get_val_transforms(ct_window=(-1000, 1000))(_png_item(tmp_path, hu, suv, np.zeros((2, 3))))
     np.testing.assert_allclose(out["image"][0].numpy().T, [[0.0, 0.0, 0.5], [0.75, 1.0, 1.0]])
     np.testing.assert_allclose(out["image"][1].numpy().T, [[0.0, 0.05, 0.25], [0.5, 1.0, 1.0]], atol=1e-6)
 

@@ -168,7 +168,7 @@ class WindowIntensity(Transform):
     Parameters
     ----------
     a_min, a_max
-        The window: CT ``(-1000, 1000)`` HU, PET ``(0, suv_max)`` SUV.
+        The window: CT ``(-160, 240)`` HU by default, PET ``(0, suv_max)`` SUV.
     """
 
     backend = [TransformBackends.TORCH]

@@ -66,7 +66,9 @@ __all__ = [
     "get_infer_transforms",
 ]
 
-DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
+#: CT soft-tissue window (level 40 HU, width 400 HU): hypodense liver lesions (~15 HU below the
+#: liver) and nodes in fat stay apart after scaling; air and lung clip to 0, bone to 1.
+DEFAULT_CT_WINDOW = (-160.0, 240.0)
 DEFAULT_SUV_MAX = 20.0
 DEFAULT_CT_PNG_OFFSET = 1024.0
 DEFAULT_PET_PNG_SCALE = 1000.0
