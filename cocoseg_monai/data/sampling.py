@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .discovery import DataError
+from .discovery import NIFTI_SUFFIXES, DataError
 
 __all__ = ["has_lesion", "lesion_weighted_sampler"]
 
@@ -16,7 +16,7 @@ __all__ = ["has_lesion", "lesion_weighted_sampler"]
 def has_lesion(label_path: str) -> bool:
     """Whether the mask file (PNG slice or NIfTI volume) has any foreground voxel."""
     try:
-        if label_path.endswith((".nii", ".nii.gz")):
+        if label_path.lower().endswith(NIFTI_SUFFIXES):
             import nibabel as nib
 
             return bool(np.any(np.asarray(nib.load(label_path).dataobj)))
