@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,18 @@ def check_training_settings(
     dataset_dir: str | os.PathLike | None,
     val_freq: int = 1,
     num_workers: int = 0,
+    switches: Mapping[str, Any] | None = None,
 ) -> None:
     """Refuse settings no run could use, naming the setting (``train.yaml`` runs this first).
 
+    ``switches`` maps the names of on/off settings to their values, which must be booleans: the
+    ``monai.bundle`` command line (``fire``) reads ``--freeze_vgg False`` as a boolean but
+    ``--freeze_vgg false`` as the text ``"false"``, which Python takes for true.
+
     Raises:
         SettingsError: an unknown loss type, a batch size, epoch count, ... below 1, a ratio
-            outside its range, a ``dataset_dir`` that does not exist.
+            outside its range, a ``dataset_dir`` that does not exist, a switch that is not a
+            boolean.
     """
     from .losses import LOSS_TYPES
 
@@ -66,5 +72,11 @@ def check_training_settings(
         raise SettingsError(f"setting 'patch_size' must be two positive integers (x, y), got {patch_size!r}")
     for p in patch:
         _positive_int("patch_size", p)
+    for name, value in (switches or {}).items():
+        if not isinstance(value, bool):
+            hint = ""
+            if str(value).lower() in ("true", "false"):
+                hint = f" (on the monai.bundle command line, write --{name} {str(value).capitalize()})"
+            raise SettingsError(f"setting '{name}' must be True or False, got {value!r}{hint}")
     if dataset_dir is not None and str(dataset_dir).strip() and not Path(dataset_dir).exists():
         raise SettingsError(f"setting 'dataset_dir': {dataset_dir} does not exist")

@@ -101,7 +101,9 @@ def test_settings_check_names_each_range():
                 num_samples=1, patch_size=[32, 32], dataset_dir="")  # fmt: skip
     check_training_settings(**good)
     for bad, text in [({"test_ratio": 0.8}, "'test_ratio'"), ({"patch_size": [32]}, "'patch_size'"),
-                      ({"num_workers": -1}, "'num_workers'"), ({"batch_size": True}, "'batch_size'")]:  # fmt: skip
+                      ({"num_workers": -1}, "'num_workers'"), ({"batch_size": True}, "'batch_size'"),
+                      ({"switches": {"resume": 1}}, "'resume' must be True or False, got 1$"),
+                      ({"switches": {"freeze_vgg": "false"}}, "write --freeze_vgg False")]:  # fmt: skip
         with pytest.raises(SettingsError, match=text):
             check_training_settings(**{**good, **bad})
 
