@@ -387,7 +387,7 @@ def test_save_preview(tmp_path: Path, io_studies) -> None:
 
 def test_default_dataset_parameters() -> None:
     d = phantom.DEFAULT_DATASET
-    assert d["format"] == "png" and 20 <= d["patients"] <= 40
+    assert d["format"] == "png" and 40 <= d["patients"] <= 64
     assert isinstance(d["config"], PhantomConfig)
     with pytest.raises(TypeError):
         d["patients"] = 1  # read-only

@@ -391,10 +391,12 @@ class PhantomStudy:
         }
 
 
-#: The embedded default data set (read-only): PNG slices of 28 patients, 24 slices each.
+#: The embedded default data set (read-only): PNG slices of 48 patients, 24 slices each.
 DEFAULT_DATASET = types.MappingProxyType(
     {
-        "patients": 28,
+        # 48: a 20 % validation split of 10 patients (7 with lesions), so that one hard
+        # lesion no longer swings the validation Dice by 0.1, and 33 training patients
+        "patients": 48,
         "seed": 20240531,
         "format": "png",
         # 128 x 128 over the 500 mm field of view (3.9 mm pixels, PET is on a 4 mm grid): whole
