@@ -254,16 +254,46 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output_dir", default=None, help="default LOGDIR/eval")
     p.add_argument("--val_ratio", type=float, default=0.2)
     p.add_argument("--random_seed", type=int, default=42)
-    p.add_argument("--features", type=int, nargs=4, default=(32, 64, 128, 256), metavar="F")
+    p.add_argument("--features", type=int, nargs=4, default=None, metavar="F",
+                   help="the widths the model was trained with (default: from LOGDIR/config.json, else 32 64 128 256)")
     p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="voxel size in mm of PNG slices (volumes in mL)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other bundle override")
     p.set_defaults(func=_run_eval)
 
 
+#: Settings of a training run that its weights must be evaluated with: the architecture, the
+#: intensity scaling, and the sliding-window size (InstanceNorm and channel attention take their
+#: statistics over the whole input, so a model must see inputs of the extent it was trained on).
+RUN_SETTINGS = ("features", "attention_kernel_size", "share_vgg", "ct_window", "suv_max", "patch_size", "val_roi_size")
+
+
+def run_settings(logdir: str | Path) -> dict[str, Any]:
+    """The :data:`RUN_SETTINGS` recorded in ``<logdir>/config.json``; ``{}`` when there is none."""
+    path = Path(logdir) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cocoseg: cannot read the training run's settings {path}: {e}") from e
+    if not isinstance(config, dict):
+        raise SystemExit(f"cocoseg: {path} must hold a JSON object of run settings")
+    return {key: config[key] for key in RUN_SETTINGS if key in config}
+
+
 def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Bundle overrides of ``train.yaml`` + ``evaluate.yaml`` for the parsed ``cocoseg eval`` flags."""
+    """Bundle overrides of ``train.yaml`` + ``evaluate.yaml`` for the parsed ``cocoseg eval`` flags.
+
+    The model, intensity and window settings come from the training run (``--logdir``'s
+    ``config.json``), so that the weights are scored as they were validated; ``--features`` and
+    ``--set`` take precedence.
+    """
+    recorded = run_settings(args.logdir)
+    if recorded:
+        logging.getLogger(__name__).info("settings of the training run in %s: %s", args.logdir, recorded)
     overrides = {
+        **recorded,
         "ckpt_path": args.ckpt,
         "device": _device(args.use_gpu),
         "dataset_dir": args.dataset_root,
@@ -272,10 +302,11 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "logdir": args.logdir,
         "val_ratio": args.val_ratio,
         "random_seed": args.random_seed,
-        "features": list(args.features),
         "eval_spacing_mm": list(args.spacing) if args.spacing else None,
         "progress_bar": False,
     }
+    if args.features is not None:
+        overrides["features"] = list(args.features)
     if args.output_dir:
         overrides["eval_dir"] = args.output_dir
     overrides.update(_parse_set(args.set, ("train", "evaluate")))

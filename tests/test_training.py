@@ -238,6 +238,25 @@ def test_shipped_config_files_parse(name):
     assert args.epoch > 0
 
 
+def test_eval_takes_the_training_runs_model_and_window_settings(two_epoch_run, tmp_path):
+    from cocoseg_monai.cli import eval_overrides
+
+    recorded = json.loads((two_epoch_run / "config.json").read_text())
+    overrides = eval_overrides(parse_args(["eval", "--logdir", str(two_epoch_run)]))
+    for key in ("features", "ct_window", "suv_max", "patch_size", "val_roi_size", "attention_kernel_size"):
+        assert overrides[key] == recorded[key], key
+    assert overrides["features"] == list(TINY_FEATURES) and overrides["val_roi_size"] == recorded["patch_size"]
+    # the command line wins over the record
+    given = eval_overrides(parse_args(["eval", "--logdir", str(two_epoch_run), "--features", "8", "16", "32", "64",
+                                       "--set", "ct_window=[-1000,1000]"]))  # fmt: skip
+    assert given["features"] == [8, 16, 32, 64] and given["ct_window"] == [-1000, 1000]
+    # no record: the bundle's defaults; an unreadable record: an error naming it
+    assert "features" not in eval_overrides(parse_args(["eval", "--logdir", str(tmp_path)]))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"config\.json"):
+        eval_overrides(parse_args(["eval", "--logdir", str(tmp_path)]))
+
+
 def test_plot_history_writes_training_curves_png(two_epoch_run, tmp_path):
     from PIL import Image
 
@@ -262,9 +281,10 @@ def test_eval_scores_each_case_with_baselines_and_saves_pictures(tiny_data, two_
     from cocoseg_monai.cli import main
 
     out = tmp_path / "eval"
+    # no --features: the widths (and window, intensities) come from the run's config.json
     argv = ["eval", "--ckpt", str(two_epoch_run / "models" / "model.pt"), "--dataset_root", str(tiny_data),
             "--logdir", str(two_epoch_run), "--split", "val", "--save_predictions", "--output_dir", str(out),
-            "--features", *map(str, TINY_FEATURES), "--spacing", "3.9", "3.9", "3.0", "--set", "num_workers=0"]
+            "--spacing", "3.9", "3.9", "3.0", "--set", "num_workers=0"]
     assert main(argv) == 0
     val_patients = {i["patient"] for i in json.loads((two_epoch_run / "datalist.json").read_text())["validation"]}
     for method in ("cocoseg", "suv2.5", "suv4.0", "suvmax41"):
