@@ -337,17 +337,35 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--use_gpu", action="store_true")
     p.add_argument("--slice_batch", type=int, default=None, help="slices per forward pass (default: 1 on CPU, 16 on CUDA)")
     p.add_argument("--save_probabilities", action="store_true", help="also write the softmax maps")
-    p.add_argument("--features", type=int, nargs=4, default=(32, 64, 128, 256), metavar="F",
-                   help="the widths the model was trained with")
+    p.add_argument("--features", type=int, nargs=4, default=None, metavar="F",
+                   help="the widths the model was trained with (default: from the training run's config.json "
+                   "beside the checkpoint or one folder up, else 32 64 128 256)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other bundle override")
     p.set_defaults(func=_run_infer)
 
 
+#: The :data:`RUN_SETTINGS` that ``inference.yaml`` has (it always runs on whole slices).
+INFER_RUN_SETTINGS = ("features", "attention_kernel_size", "share_vgg", "ct_window", "suv_max")
+
+
 def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Bundle overrides of ``inference.yaml`` for the parsed ``cocoseg infer`` flags."""
+    """Bundle overrides of ``inference.yaml`` for the parsed ``cocoseg infer`` flags.
+
+    When the checkpoint lies in a training run (``<run>/models/model.pt``, ``<run>/latest.pth``),
+    the run's ``config.json`` supplies the model and intensity settings; ``--features`` and
+    ``--set`` take precedence.
+    """
     if args.slice_batch is not None and args.slice_batch < 1:
         raise SystemExit(f"cocoseg infer: --slice_batch must be >= 1, got {args.slice_batch}")
+    recorded: dict[str, Any] = {}
+    ckpt = Path(args.ckpt)
+    for run in (ckpt.parent, ckpt.parent.parent):
+        if (run / "config.json").is_file():
+            recorded = {k: v for k, v in run_settings(run).items() if k in INFER_RUN_SETTINGS}
+            logging.getLogger(__name__).info("settings of the training run in %s: %s", run, recorded)
+            break
     overrides = {
+        **recorded,
         "ckpt_path": args.ckpt,
         "ct": args.ct,
         "pet": args.pet,
@@ -356,8 +374,9 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "output_dir": args.output_dir,
         "device": _device(args.use_gpu),
         "save_probabilities": args.save_probabilities,
-        "features": list(args.features),
     }
+    if args.features is not None:
+        overrides["features"] = list(args.features)
     if args.slice_batch is not None:
         overrides["slice_batch"] = args.slice_batch
     overrides.update(_parse_set(args.set, ("inference",)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -116,12 +118,19 @@ def test_checkpoint_with_other_output_channels_is_refused_naming_the_head(study,
 
 
 def test_cocoseg_infer_runs_the_bundle_workflow(study, tmp_path):
-    from cocoseg_monai.cli import main
+    from cocoseg_monai.cli import infer_overrides, main, parse_args
 
     root, ckpt, _ = study
-    argv = ["infer", "--ckpt", str(ckpt), "--ct", str(root / "CT" / "patient_001.nii.gz"),
-            "--pet", str(root / "PET" / "patient_001.nii.gz"), "--output_dir", str(tmp_path),
-            "--slice_batch", "2", "--features", *map(str, TINY_FEATURES)]
+    run = tmp_path / "run"  # a training run's layout: no --features, the widths come from its config.json
+    (run / "models").mkdir(parents=True)
+    shutil.copy(ckpt, run / "models" / "model.pt")
+    (run / "config.json").write_text(json.dumps({"features": list(TINY_FEATURES), "ct_window": [-160.0, 240.0],
+                                                 "patch_size": [64, 64]}))  # fmt: skip
+    argv = ["infer", "--ckpt", str(run / "models" / "model.pt"), "--ct", str(root / "CT" / "patient_001.nii.gz"),
+            "--pet", str(root / "PET" / "patient_001.nii.gz"), "--output_dir", str(tmp_path), "--slice_batch", "2"]
+    overrides = infer_overrides(parse_args(argv))
+    assert overrides["features"] == list(TINY_FEATURES) and "patch_size" not in overrides
+    assert infer_overrides(parse_args([*argv, "--features", "8", "8", "8", "8"]))["features"] == [8, 8, 8, 8]
     assert main(argv) == 0
     seg = nib.load(tmp_path / "patient_001_seg.nii.gz")
     np.testing.assert_allclose(seg.affine, nib.load(root / "CT" / "patient_001.nii.gz").affine)

@@ -217,7 +217,9 @@ def _bundle_cli(logdir: Path, data: Path, extra_configs=(), **overrides) -> subp
     args = {**TINY_RUN, "dataset_dir": str(data), "logdir": str(logdir), "max_epochs": 3, **overrides}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs)]
     for key, value in args.items():
-        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        # fire reads Python literals: False, not JSON's false (which it would take as text)
+        text = value if isinstance(value, str) else str(value) if isinstance(value, bool) else json.dumps(value)
+        cmd += [f"--{key}", text]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
