@@ -268,8 +268,8 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
 RUN_SETTINGS = ("features", "attention_kernel_size", "share_vgg", "ct_window", "suv_max", "patch_size", "val_roi_size")
 
 
-def run_settings(logdir: str | Path) -> dict[str, Any]:
-    """The :data:`RUN_SETTINGS` recorded in ``<logdir>/config.json``; ``{}`` when there is none."""
+def run_settings(logdir: str | Path, keys: Sequence[str] = RUN_SETTINGS) -> dict[str, Any]:
+    """The settings ``keys`` recorded in ``<logdir>/config.json`` (logged); ``{}`` when there is none."""
     path = Path(logdir) / "config.json"
     if not path.is_file():
         return {}
@@ -279,7 +279,9 @@ def run_settings(logdir: str | Path) -> dict[str, Any]:
         raise SystemExit(f"cocoseg: cannot read the training run's settings {path}: {e}") from e
     if not isinstance(config, dict):
         raise SystemExit(f"cocoseg: {path} must hold a JSON object of run settings")
-    return {key: config[key] for key in RUN_SETTINGS if key in config}
+    recorded = {key: config[key] for key in keys if key in config}
+    logging.getLogger(__name__).info("settings of the training run in %s: %s", logdir, recorded)
+    return recorded
 
 
 def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,11 +291,8 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
     ``config.json``), so that the weights are scored as they were validated; ``--features`` and
     ``--set`` take precedence.
     """
-    recorded = run_settings(args.logdir)
-    if recorded:
-        logging.getLogger(__name__).info("settings of the training run in %s: %s", args.logdir, recorded)
     overrides = {
-        **recorded,
+        **run_settings(args.logdir),
         "ckpt_path": args.ckpt,
         "device": _device(args.use_gpu),
         "dataset_dir": args.dataset_root,
@@ -361,8 +360,7 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
     ckpt = Path(args.ckpt)
     for run in (ckpt.parent, ckpt.parent.parent):
         if (run / "config.json").is_file():
-            recorded = {k: v for k, v in run_settings(run).items() if k in INFER_RUN_SETTINGS}
-            logging.getLogger(__name__).info("settings of the training run in %s: %s", run, recorded)
+            recorded = run_settings(run, INFER_RUN_SETTINGS)
             break
     overrides = {
         **recorded,
