@@ -147,6 +147,7 @@ def _call(guard: RequestGuard, method="GET", path="/info/", query=b"", headers=N
 def guard() -> RequestGuard:
     return RequestGuard(
         None, allowed_origins=["http://viewer.example:3000/"], allowed_hosts=["label.example"], max_body_bytes=1000,
+        body_limits={"/train": 100},
         rules=[RouteRule("/logs", "no logs"), RouteRule("/datastore", "no deleting", methods=("DELETE",)),
                RouteRule("/datastore", "no paths", methods=("GET",), query={"output": "train"}, exact=True)],
     )  # fmt: skip
@@ -169,6 +170,7 @@ def test_guard_lets_plain_requests_through(guard):
         (dict(headers={"host": "evil.example:8000"}), 403, "host 'evil.example'"),
         (dict(method="PUT", path="/datastore/image", headers={"content-length": "1001"}), 413, "over this server's limit of 1,000"),
         (dict(method="PUT", path="/datastore/image", headers={"transfer-encoding": "chunked"}), 411, "Content-Length"),
+        (dict(method="POST", path="/train/cocoseg", headers={"content-length": "101"}), 413, "limit of 100 for /train/cocoseg"),
         (dict(method="PUT", path="/datastore/image", query=b"image=../app/main"), 400, "'image': '../app/main'"),
         (dict(method="PUT", path="/datastore/label", query=b"image=p1&tag=..%2F..%2Fx"), 400, "'tag': '../../x'"),
         (dict(method="POST", path="/infer/..", query=b""), 400, "path segment '..'"),

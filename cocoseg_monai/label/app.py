@@ -637,17 +637,21 @@ class CoCoSegApp(MONAILabelApp):
             APIRoute("/infer/{model}", self._infer_route, methods=["POST"]),
             APIRoute("/train/{model}", self._train_route, methods=["POST"]),
             APIRoute("/train/", self._train_all_route, methods=["POST"]),
+            APIRoute("/train/", self._train_status_route, methods=["GET"]),
         ]
         fastapi_app.router.routes[:0] = routes
         # MONAI Label's own MONAI_LABEL_CORS_ORIGINS is honoured too, though `monailabel
         # start_server` 0.8.5 fails at start when it is set (it JSON-dumps the URL objects)
         origins = [*self.serving.cors_origins, *(str(o) for o in settings.MONAI_LABEL_CORS_ORIGINS)]
         stack = fastapi_app.middleware_stack or fastapi_app.build_middleware_stack()
+        small = 1 << 20  # settings and info are JSON, not volumes
         fastapi_app.middleware_stack = RequestGuard(
             stack,
             allowed_origins=origins,
             allowed_hosts=self.serving.allowed_hosts,
             max_body_bytes=self.serving.max_upload_bytes,
+            body_limits={p: small for p in ("/train", "/activelearning", "/datastore/image/info", "/datastore/label/info",
+                                             "/datastore/updatelabelinfo")},  # fmt: skip
             rules=self._route_rules(),
         )
         logger.info(
@@ -764,6 +768,14 @@ class CoCoSegApp(MONAILabelApp):
         if task is None:
             raise HTTPException(status_code=429, detail=detail)
         return task
+
+    def _train_status_route(self, all: bool = False, check_if_running: bool = False):
+        """``GET /train/``: MONAI Label's, with server paths in the run's output lines taken out."""
+        from fastapi.encoders import jsonable_encoder
+        from monailabel.endpoints.train import status
+
+        answer = jsonable_encoder(status(all, check_if_running))
+        return json.loads(self.serving.public(json.dumps(answer)))
 
     def _train_all_route(self, params: dict | None = Body(None), run_sync: bool = False):
         """``POST /train/``: every trainer, which is :data:`MODEL_NAME` (3D Slicer's "ALL")."""

@@ -239,6 +239,8 @@ class RequestGuard:
             any other ``Host`` (a DNS-rebinding page's) gets 403.
         max_body_bytes: the largest request body; larger gets 413 before it is read, and a body
             without ``Content-Length`` gets 411.
+        body_limits: smaller limits for the paths below some prefixes (settings, image and
+            label info that are JSON, not volumes).
         rules: routes refused, first match wins (see :class:`RouteRule`).
         name_keys: query parameters that must be plain names (400 otherwise); every segment of
             the path must be one too.
@@ -251,6 +253,7 @@ class RequestGuard:
         allowed_origins: Iterable[str] = (),
         allowed_hosts: Iterable[str] = (),
         max_body_bytes: int,
+        body_limits: Mapping[str, int] | None = None,
         rules: Sequence[RouteRule] = (),
         name_keys: Sequence[str] = NAME_QUERY_KEYS,
     ) -> None:
@@ -258,6 +261,7 @@ class RequestGuard:
         self.allowed_origins = {o.strip().rstrip("/").lower() for o in allowed_origins if o.strip()}
         self.allowed_hosts = {"localhost", *(h.strip().lower() for h in allowed_hosts if h.strip())}
         self.max_body_bytes = int(max_body_bytes)
+        self.body_limits = {prefix.rstrip("/"): int(n) for prefix, n in (body_limits or {}).items()}
         self.rules = tuple(rules)
         self.name_keys = tuple(name_keys)
 
@@ -298,10 +302,14 @@ class RequestGuard:
         if length is not None:
             if not length.isdigit():
                 raise Refused(400, f"Content-Length {length[:40]!r} is not a number")
-            if int(length) > self.max_body_bytes:
+            limit = next(
+                (n for prefix, n in self.body_limits.items() if path.rstrip("/") == prefix or path.startswith(prefix + "/")),
+                self.max_body_bytes,
+            )  # fmt: skip
+            if int(length) > limit:
                 raise Refused(
-                    413, f"request body of {int(length):,} bytes is over this server's limit of "
-                    f"{self.max_body_bytes:,} (--conf max_upload_mb)",
+                    413, f"request body of {int(length):,} bytes is over this server's limit of {limit:,} for "
+                    f"{path[:80]}{' (--conf max_upload_mb)' if limit == self.max_body_bytes else ''}",
                 )  # fmt: skip
         elif "chunked" in headers.get("transfer-encoding", "").lower():
             raise Refused(411, "a request body needs a Content-Length header (chunked uploads are not taken)")
