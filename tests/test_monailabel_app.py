@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import contextlib
 import hashlib
 import http.client
 
@@ -139,12 +140,12 @@ def weights(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def server(site, studies, weights, tmp_path_factory):
-    """The server started as the README shows (loopback only), with this test's weights, widths
-    and folders, a small upload limit, and its temporary files in ``site/tmp``."""
+@contextlib.contextmanager
+def running_server(site: Path, studies: Path, weights: Path, log: Path, ready: int = 200, env: dict | None = None):
+    """``monailabel start_server`` as the README starts it (loopback only), with this test's
+    weights, widths and folders, a small upload limit and its temporary files in ``site/tmp``;
+    up once ``GET /info/`` answers ``ready``."""
     model_dir = site / "model"
-    log = tmp_path_factory.mktemp("log") / "server.log"
     port = _free_port()
     cmd = [
         PYTHON, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies", str(studies),
@@ -153,16 +154,18 @@ def server(site, studies, weights, tmp_path_factory):
         "--conf", "model_dir", str(model_dir), "--conf", "max_upload_mb", str(UPLOAD_MB),
     ]  # fmt: skip
     t0 = time.perf_counter()
-    env = {**os.environ, "TMPDIR": str(site / "tmp")}
     with open(log, "w") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "TMPDIR": str(site / "tmp"), **(env or {})},
+        )  # fmt: skip
     srv = Server(f"http://127.0.0.1:{port}", process, log, model_dir, port)
     try:
         while True:
             if process.poll() is not None:
                 pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
             try:
-                if srv.request("GET", "/info/")[0] == 200:
+                if srv.request("GET", "/info/")[0] == ready:
                     break
             except (urllib.error.URLError, ConnectionError):
                 pass
@@ -178,6 +181,12 @@ def server(site, studies, weights, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(site, studies, weights, tmp_path_factory):
+    with running_server(site, studies, weights, tmp_path_factory.mktemp("log") / "server.log") as srv:
+        yield srv
 
 
 def _bundle_inference(ct: Path, pet: Path, weights: Path, out: Path) -> Path:
@@ -486,3 +495,14 @@ def test_a_label_saved_as_nrrd_is_stored_as_nifti(server, studies, tmp_path):
     saved = studies / "labels" / "review" / "patient_002.nii.gz"
     np.testing.assert_array_equal(np.asarray(nib.load(saved).dataobj), voxels)
     assert np.allclose(nib.load(saved).affine, nib.load(studies / "patient_002.nii.gz").affine, atol=1e-4)
+
+
+def test_with_authentication_on_every_route_asks_for_a_login(site, studies, weights, tmp_path):
+    """MONAI Label's authentication (MONAI_LABEL_AUTH_ENABLE) guards the app's own /infer and
+    /train routes as it guards MONAI Label's."""
+    with running_server(site, studies, weights, tmp_path / "server.log", ready=401,
+                        env={"MONAI_LABEL_AUTH_ENABLE": "true"}) as srv:  # fmt: skip
+        for method, path in [("POST", "/infer/cocoseg?image=patient_001"), ("POST", "/train/cocoseg"), ("POST", "/train/"),
+                             ("GET", "/train/"), ("GET", "/datastore/?output=all"), ("PUT", "/datastore/label?image=patient_001")]:  # fmt: skip
+            status, body = srv.request(method, path, b"{}" if method != "GET" else None, {"Content-Type": "application/json"})
+            assert status == 401 and json.loads(body)["detail"] == "Not authenticated", (method, path, body[:300])

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import BackgroundTasks, Body, File, Form, HTTPException, UploadFile
+from fastapi import BackgroundTasks, Body, Depends, File, Form, HTTPException, UploadFile
+from monailabel.config import settings as label_settings
 from monailabel.datastore.local import LocalDatastore
+from monailabel.endpoints.user.auth import RBAC
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -557,12 +559,10 @@ class CoCoSegApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
-        from monailabel.config import settings
-
         return CoCoSegDatastore(
             self.serving,
-            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            auto_reload=label_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=label_settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
 
     def init_infers(self) -> dict[str, InferTask]:
@@ -631,7 +631,6 @@ class CoCoSegApp(MONAILabelApp):
         """Put this app's ``/infer`` and ``/train`` routes before MONAI Label's and the
         :class:`~cocoseg_monai.label.guard.RequestGuard` in front of ``fastapi_app``."""
         from fastapi.routing import APIRoute
-        from monailabel.config import settings
 
         routes = [
             APIRoute("/infer/{model}", self._infer_route, methods=["POST"]),
@@ -642,7 +641,7 @@ class CoCoSegApp(MONAILabelApp):
         fastapi_app.router.routes[:0] = routes
         # MONAI Label's own MONAI_LABEL_CORS_ORIGINS is honoured too, though `monailabel
         # start_server` 0.8.5 fails at start when it is set (it JSON-dumps the URL objects)
-        origins = [*self.serving.cors_origins, *(str(o) for o in settings.MONAI_LABEL_CORS_ORIGINS)]
+        origins = [*self.serving.cors_origins, *(str(o) for o in label_settings.MONAI_LABEL_CORS_ORIGINS)]
         stack = fastapi_app.middleware_stack or fastapi_app.build_middleware_stack()
         small = 1 << 20  # settings and info are JSON, not volumes
         fastapi_app.middleware_stack = RequestGuard(
@@ -693,10 +692,11 @@ class CoCoSegApp(MONAILabelApp):
         file: UploadFile = File(None),
         label: UploadFile = File(None),
         output: str | None = None,
+        user=Depends(RBAC(label_settings.MONAI_LABEL_AUTH_ROLE_USER)),
     ):
-        """``POST /infer/{model}``: MONAI Label's, taking a study id or one uploaded CT only.
-
-        A plain (not ``async``) route, so the server goes on answering while it runs."""
+        """``POST /infer/{model}``: MONAI Label's, taking a study id or one uploaded CT only, for
+        the same users (``MONAI_LABEL_AUTH_ENABLE``). A plain (not ``async``) route, so the
+        server goes on answering while it runs."""
         from monailabel.endpoints.infer import ResultType, send_response
 
         upload = None
@@ -748,9 +748,16 @@ class CoCoSegApp(MONAILabelApp):
             taken["device"] = str(_device(given["device"]))
         return taken  # anything else a client sends (result_extension, client_id, ...) is not used
 
-    def _train_route(self, model: str, params: dict | None = Body(None), run_sync: bool = False, enqueue: bool = False):
-        """``POST /train/{model}``: MONAI Label's, with the settings checked and capped, one run at
-        a time, in the background."""
+    def _train_route(
+        self,
+        model: str,
+        params: dict | None = Body(None),
+        run_sync: bool = False,
+        enqueue: bool = False,
+        user=Depends(RBAC(label_settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+    ):
+        """``POST /train/{model}``: MONAI Label's, for the same users, with the settings checked
+        and capped, one run at a time, in the background."""
         from monailabel.utils.async_tasks.task import AsyncTask
 
         try:
@@ -769,7 +776,9 @@ class CoCoSegApp(MONAILabelApp):
             raise HTTPException(status_code=429, detail=detail)
         return task
 
-    def _train_status_route(self, all: bool = False, check_if_running: bool = False):
+    def _train_status_route(
+        self, all: bool = False, check_if_running: bool = False, user=Depends(RBAC(label_settings.MONAI_LABEL_AUTH_ROLE_USER))
+    ):
         """``GET /train/``: MONAI Label's, with server paths in the run's output lines taken out."""
         from fastapi.encoders import jsonable_encoder
         from monailabel.endpoints.train import status
@@ -777,6 +786,8 @@ class CoCoSegApp(MONAILabelApp):
         answer = jsonable_encoder(status(all, check_if_running))
         return json.loads(self.serving.public(json.dumps(answer)))
 
-    def _train_all_route(self, params: dict | None = Body(None), run_sync: bool = False):
+    def _train_all_route(
+        self, params: dict | None = Body(None), run_sync: bool = False, user=Depends(RBAC(label_settings.MONAI_LABEL_AUTH_ROLE_ADMIN))
+    ):
         """``POST /train/``: every trainer, which is :data:`MODEL_NAME` (3D Slicer's "ALL")."""
-        return self._train_route(MODEL_NAME, params, run_sync)
+        return self._train_route(MODEL_NAME, params, run_sync, user=user)
