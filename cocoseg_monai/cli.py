@@ -15,6 +15,7 @@ Subcommands:
   MONAI Label app (``apps/cocoseg``) at once.
 - ``cocoseg params``: parameter breakdown of the network (total, trainable, frozen, per part)
   and optionally its FLOPs per slice, as the original project's ``measure_model.py`` printed.
+- ``cocoseg plan RUN``: write the ``plan.yaml`` of a training run made before plans.
 """
 
 from __future__ import annotations
@@ -250,49 +251,42 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset_root", default="", help="the data of the training run; '' = embedded phantom data")
     p.add_argument("--split", default="val", choices=("val", "test"))
     p.add_argument("--save_predictions", action="store_true", help="masks, and overlays/MIPs of best and worst cases")
-    p.add_argument("--logdir", default="./logs/", help="the training run (its datalist.json fixes the split)")
+    p.add_argument("--logdir", "--run", default="./logs/",
+                   help="the training run: its plan.yaml gives the weights' settings, its datalist.json the split")
     p.add_argument("--output_dir", default=None, help="default LOGDIR/eval")
     p.add_argument("--val_ratio", type=float, default=0.2)
     p.add_argument("--random_seed", type=int, default=42)
     p.add_argument("--features", type=int, nargs=4, default=None, metavar="F",
-                   help="the widths the model was trained with (default: from LOGDIR/config.json, else 32 64 128 256)")
+                   help="the widths of weights without a plan (a run's plan.yaml gives them)")
     p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="voxel size in mm of PNG slices (volumes in mL)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other bundle override")
     p.set_defaults(func=_run_eval)
 
 
-#: Settings of a training run that its weights must be evaluated with: the architecture, the
-#: intensity scaling, and the sliding-window size (InstanceNorm and channel attention take their
-#: statistics over the whole input, so a model must see inputs of the extent it was trained on).
-RUN_SETTINGS = ("features", "attention_kernel_size", "share_vgg", "ct_window", "suv_max", "patch_size", "val_roi_size")
+def run_plan(logdir: str | Path) -> Path | None:
+    """``<logdir>/plan.yaml``, the settings the run's weights were trained with; None for a folder
+    that is no training run. A run made before plans is refused with the command that writes its plan."""
+    from .plan import PLAN_FILENAME, load_plan
 
-
-def run_settings(logdir: str | Path, keys: Sequence[str] = RUN_SETTINGS) -> dict[str, Any]:
-    """The settings ``keys`` recorded in ``<logdir>/config.json`` (logged); ``{}`` when there is none."""
-    path = Path(logdir) / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"cocoseg: cannot read the training run's settings {path}: {e}") from e
-    if not isinstance(config, dict):
-        raise SystemExit(f"cocoseg: {path} must hold a JSON object of run settings")
-    recorded = {key: config[key] for key in keys if key in config}
-    logging.getLogger(__name__).info("settings of the training run in %s: %s", logdir, recorded)
-    return recorded
+    path = Path(logdir) / PLAN_FILENAME
+    if path.is_file():
+        plan = load_plan(path)  # refuses an incomplete plan, naming the keys
+        logging.getLogger(__name__).info("the training run's plan %s: %s", path, plan)
+        return path
+    if (Path(logdir) / "config.json").is_file():
+        raise SystemExit(
+            f"cocoseg: the training run {logdir} has no {PLAN_FILENAME} (it was made before plans); write it with: "
+            f"cocoseg plan {logdir}"
+        )
+    return None
 
 
 def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Bundle overrides of ``train.yaml`` + ``evaluate.yaml`` for the parsed ``cocoseg eval`` flags.
-
-    The model, intensity and window settings come from the training run (``--logdir``'s
-    ``config.json``), so that the weights are scored as they were validated; ``--features`` and
-    ``--set`` take precedence.
-    """
+    """Bundle overrides of ``train.yaml`` + ``evaluate.yaml`` (+ the run's plan) for the parsed
+    ``cocoseg eval`` flags; ``--features`` and ``--set`` take precedence (a contradiction of the
+    plan is refused by the bundle)."""
     overrides = {
-        **run_settings(args.logdir),
         "ckpt_path": args.ckpt,
         "device": _device(args.use_gpu),
         "dataset_dir": args.dataset_root,
@@ -316,7 +310,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
     _check_run(args.use_gpu, "eval", ckpt=args.ckpt)
-    run_bundle([config_path("train"), config_path("evaluate")], run_id="evaluating", overrides=eval_overrides(args))
+    configs = [config_path("train"), config_path("evaluate")]
+    plan = run_plan(args.logdir)
+    overrides = eval_overrides(args)
+    if plan is not None:
+        configs.append(plan)
+        overrides.setdefault("val_roi_size", "$@slice_size or @patch_size")  # validated as the run validated
+    run_bundle(configs, run_id="evaluating", overrides=overrides)
     return 0
 
 
@@ -327,7 +327,9 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
         description="Whole-volume inference: PET is resampled onto the CT grid, the network runs over the "
         "axial slices, and the label is written on the CT grid with the CT's affine.",
     )
-    p.add_argument("--ckpt", default="./logs/models/model.pt", help="weights (a training run's models/model.pt)")
+    p.add_argument("--ckpt", default=None, help="weights (default: RUN/models/model.pt); their plan.yaml is found beside "
+                   "them or one folder up")
+    p.add_argument("--run", default="./logs", help="the training run whose weights and plan to use (default ./logs)")
     p.add_argument("--ct", default="", help="CT NIfTI (HU) of one study")
     p.add_argument("--pet", default="", help="PET NIfTI (SUV) of that study")
     p.add_argument("--dataset_root", default="", help="{CT,PET} folder of NIfTI volumes or PNG slices, or a datalist JSON")
@@ -337,34 +339,28 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slice_batch", type=int, default=None, help="slices per forward pass (default: 1 on CPU, 16 on CUDA)")
     p.add_argument("--save_probabilities", action="store_true", help="also write the softmax maps")
     p.add_argument("--features", type=int, nargs=4, default=None, metavar="F",
-                   help="the widths the model was trained with (default: from the training run's config.json "
-                   "beside the checkpoint or one folder up, else 32 64 128 256)")
+                   help="the widths of weights without a plan (a run's plan.yaml gives them)")
+    p.add_argument("--png_spacing", type=float, nargs=2, default=None, metavar=("X", "Y"),
+                   help="pixel size in mm of PNG slices without a spacing.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other bundle override")
     p.set_defaults(func=_run_infer)
 
 
-#: The :data:`RUN_SETTINGS` that ``inference.yaml`` has (it always runs on whole slices).
-INFER_RUN_SETTINGS = ("features", "attention_kernel_size", "share_vgg", "ct_window", "suv_max")
+def infer_checkpoint(args: argparse.Namespace) -> str:
+    """The weights ``cocoseg infer`` runs: ``--ckpt``, else ``<run>/models/model.pt``."""
+    return args.ckpt or str(Path(args.run) / "models" / "model.pt")
 
 
 def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Bundle overrides of ``inference.yaml`` for the parsed ``cocoseg infer`` flags.
 
-    When the checkpoint lies in a training run (``<run>/models/model.pt``, ``<run>/latest.pth``),
-    the run's ``config.json`` supplies the model and intensity settings; ``--features`` and
-    ``--set`` take precedence.
+    The weights' settings come from their plan, which ``inference.yaml`` finds beside them;
+    ``--features`` and ``--set`` override (a contradiction of the plan is refused by the bundle).
     """
     if args.slice_batch is not None and args.slice_batch < 1:
         raise SystemExit(f"cocoseg infer: --slice_batch must be >= 1, got {args.slice_batch}")
-    recorded: dict[str, Any] = {}
-    ckpt = Path(args.ckpt)
-    for run in (ckpt.parent, ckpt.parent.parent):
-        if (run / "config.json").is_file():
-            recorded = run_settings(run, INFER_RUN_SETTINGS)
-            break
     overrides = {
-        **recorded,
-        "ckpt_path": args.ckpt,
+        "ckpt_path": infer_checkpoint(args),
         "ct": args.ct,
         "pet": args.pet,
         "dataset_dir": args.dataset_root,
@@ -377,6 +373,8 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["features"] = list(args.features)
     if args.slice_batch is not None:
         overrides["slice_batch"] = args.slice_batch
+    if args.png_spacing is not None:
+        overrides["png_spacing"] = list(args.png_spacing)
     overrides.update(_parse_set(args.set, ("inference",)))
     return overrides
 
@@ -384,8 +382,31 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run_infer(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
-    _check_run(args.use_gpu, "infer", ckpt=args.ckpt)
+    _check_run(args.use_gpu, "infer", ckpt=infer_checkpoint(args))
     run_bundle([config_path("inference")], run_id="run", overrides=infer_overrides(args))
+    return 0
+
+
+def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="write the plan.yaml of a training run made before plans (from its config.json)",
+        description="Runs made before plans recorded their settings in config.json only. This writes RUN/plan.yaml "
+        "from it: the network widths and options, the CT window and SUV range, the window size, and no target "
+        "spacing (such runs trained on each file's own grid).",
+    )
+    p.add_argument("run", help="the training run's folder (holding config.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing plan.yaml")
+    p.set_defaults(func=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from .plan import PLAN_FILENAME, plan_from_run_config, write_plan
+
+    if (Path(args.run) / PLAN_FILENAME).is_file() and not args.force:
+        raise SystemExit(f"cocoseg plan: {Path(args.run) / PLAN_FILENAME} exists (--force replaces it)")
+    path = write_plan(args.run, plan_from_run_config(args.run))
+    print(f"wrote {path}")
     return 0
 
 
@@ -485,6 +506,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     _add_plot_parser(sub)
     _add_label_datastore_parser(sub)
     _add_params_parser(sub)
+    _add_plan_parser(sub)
     return parser
 
 

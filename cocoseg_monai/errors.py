@@ -16,9 +16,12 @@ def error_chain(error: BaseException | None) -> list[BaseException]:
 
 def project_cause(error: BaseException) -> BaseException | None:
     """The first of the project's own errors in :func:`error_chain` (bad data, a bad setting, a
-    non-finite loss), whose message says what is wrong; ``None`` if there is none."""
+    non-finite loss, a plan the settings contradict), whose message says what is wrong; ``None``
+    if there is none."""
     from .data.discovery import DataError
     from .handlers.nonfinite import NonFiniteLossError
+    from .plan import PlanError
     from .settings import SettingsError
 
-    return next((e for e in error_chain(error) if isinstance(e, (DataError, SettingsError, NonFiniteLossError))), None)
+    own = (DataError, SettingsError, NonFiniteLossError, PlanError)
+    return next((e for e in error_chain(error) if isinstance(e, own)), None)

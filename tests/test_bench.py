@@ -85,3 +85,27 @@ def test_profile_names_the_operators_of_a_forward_pass(capsys):
 
     assert bench(["profile", "--toy", "--size", "32", "--rows", "5"]) == 0
     assert "aten::" in capsys.readouterr().out
+
+
+def test_resolution_benchmark_scores_a_run_on_other_grids_before_and_after_its_plan(tmp_path, capsys):
+    import torch
+
+    from cocoseg_monai.bench.resolution import benchmark_resolution, format_table
+    from cocoseg_monai.networks import CoCoSegNet
+    from cocoseg_monai.plan import make_plan, write_plan
+
+    run = tmp_path / "run"
+    (run / "models").mkdir(parents=True)
+    torch.save(CoCoSegNet(features=TINY_FEATURES).state_dict(), run / "models" / "model.pt")
+    write_plan(run, make_plan(features=list(TINY_FEATURES), target_spacing=[12.0, 12.0], slice_size=[48, 48]))
+    grids = (("40 @ 500 mm", 40, 500.0), ("80 @ 350 mm", 80, 350.0))
+    result = benchmark_resolution(run, tmp_path / "out", patients=2, seed=4, grids=grids, slices=3, log=print)
+    for name, size, fov in grids:
+        row = result["grids"][name]
+        assert row["spacing_mm"] == pytest.approx(fov / size, abs=1e-3)
+        for mode in ("native", "plan", "unpadded"):
+            assert 0.0 <= row[mode]["mean_dice"] <= 1.0 and row[mode]["seconds_per_study"] > 0
+            assert len(row[mode]["dice"]) == row["cases_with_lesions"]
+    table = format_table(result)
+    assert "| 80 @ 350 mm | 4.375 |" in table and "Dice native" in table and "Dice plan" in table
+    assert "mean per-case Dice" in capsys.readouterr().out

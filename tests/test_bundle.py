@@ -71,16 +71,19 @@ def test_efficient_preset_layer_builds_the_preset_network(base):
     assert not hasattr(net, "vgg_pet") or net.vgg_pet is net.vgg_ct  # one VGG19 shared by CT and PET
 
 
-@pytest.mark.parametrize("key", ["ct_window", "suv_max"])
-def test_training_and_inference_configs_scale_intensities_alike(key):
+@pytest.mark.parametrize("key", ["ct_window", "suv_max", "features", "axcodes", "ct_png_offset", "pet_png_scale"])
+def test_training_and_inference_configs_take_their_defaults_from_the_plan(key, tmp_path):
     """A model run with another CT window or SUV ceiling than it was trained with sees other
-    inputs: both configs and the transforms' defaults must agree."""
+    inputs: the configs and the transforms take these settings from one home, the plan's defaults."""
     from monai.bundle import ConfigParser
 
+    from cocoseg_monai.plan import DEFAULT_PLAN
     from cocoseg_monai.transforms import DEFAULT_CT_WINDOW, DEFAULT_SUV_MAX
 
-    default = {"ct_window": list(DEFAULT_CT_WINDOW), "suv_max": DEFAULT_SUV_MAX}[key]
+    assert list(DEFAULT_CT_WINDOW) == DEFAULT_PLAN["ct_window"] and DEFAULT_SUV_MAX == DEFAULT_PLAN["suv_max"]
     for name in ("train", "inference"):
         parser = ConfigParser()
         parser.read_config(str(config_path(name)))
-        assert parser[key] == default, f"{name}.yaml {key} {parser[key]} != transforms default {default}"
+        parser["ckpt_path"] = str(tmp_path / "weights_without_plan.pt")
+        value = parser.get_parsed_content(key)
+        assert value == DEFAULT_PLAN[key], f"{name}.yaml {key} {value} != the plan's default {DEFAULT_PLAN[key]}"

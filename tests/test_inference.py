@@ -16,6 +16,7 @@ from cocoseg_monai.bundle import config_path, run_bundle
 from cocoseg_monai.data import DataError, find_pairs, inference_items
 from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
 from cocoseg_monai.networks import CoCoSegNet
+from cocoseg_monai.plan import load_plan, make_plan, write_plan
 from cocoseg_monai.transforms import get_infer_transforms
 
 from .conftest import TINY_FEATURES, error_chain
@@ -117,23 +118,46 @@ def test_checkpoint_with_other_output_channels_is_refused_naming_the_head(study,
     assert "size mismatch for head.conv.weight" in error_chain(err.value)
 
 
-def test_cocoseg_infer_runs_the_bundle_workflow(study, tmp_path):
+def test_cocoseg_infer_runs_the_weights_under_their_plan(study, tmp_path):
     from cocoseg_monai.cli import infer_overrides, main, parse_args
 
     root, ckpt, _ = study
-    run = tmp_path / "run"  # a training run's layout: no --features, the widths come from its config.json
+    run = tmp_path / "run"  # a training run's layout: no --features, the widths come from its plan
     (run / "models").mkdir(parents=True)
     shutil.copy(ckpt, run / "models" / "model.pt")
-    (run / "config.json").write_text(json.dumps({"features": list(TINY_FEATURES), "ct_window": [-160.0, 240.0],
-                                                 "patch_size": [64, 64]}))  # fmt: skip
-    argv = ["infer", "--ckpt", str(run / "models" / "model.pt"), "--ct", str(root / "CT" / "patient_001.nii.gz"),
+    write_plan(run, make_plan(features=list(TINY_FEATURES), target_spacing=[7.0, 7.0], slice_size=[64, 64]))
+    argv = ["infer", "--run", str(run), "--ct", str(root / "CT" / "patient_001.nii.gz"),
             "--pet", str(root / "PET" / "patient_001.nii.gz"), "--output_dir", str(tmp_path), "--slice_batch", "2"]
     overrides = infer_overrides(parse_args(argv))
-    assert overrides["features"] == list(TINY_FEATURES) and "patch_size" not in overrides
-    assert infer_overrides(parse_args([*argv, "--features", "8", "8", "8", "8"]))["features"] == [8, 8, 8, 8]
+    assert overrides["ckpt_path"] == str(run / "models" / "model.pt") and "features" not in overrides
     assert main(argv) == 0
     seg = nib.load(tmp_path / "patient_001_seg.nii.gz")
-    np.testing.assert_allclose(seg.affine, nib.load(root / "CT" / "patient_001.nii.gz").affine)
+    ct = nib.load(root / "CT" / "patient_001.nii.gz")
+    assert seg.shape == ct.shape
+    np.testing.assert_allclose(seg.affine, ct.affine)
+    # a setting that contradicts the plan is refused, naming it
+    with pytest.raises(SystemExit, match=r"features: \[8, 8, 8, 8\] here, \[4, 8, 16, 32\] in the plan"):
+        main([*argv, "--features", "8", "8", "8", "8"])
+
+
+def test_a_run_made_before_plans_gets_the_command_that_writes_its_plan(study, tmp_path):
+    from cocoseg_monai.cli import main
+
+    root, ckpt, _ = study
+    run = tmp_path / "old_run"
+    (run / "models").mkdir(parents=True)
+    shutil.copy(ckpt, run / "models" / "model.pt")
+    (run / "config.json").write_text(json.dumps({"features": list(TINY_FEATURES), "ct_window": [-1000.0, 1000.0],
+                                                 "patch_size": [64, 64]}))  # fmt: skip
+    argv = ["infer", "--run", str(run), "--ct", str(root / "CT" / "patient_001.nii.gz"),
+            "--pet", str(root / "PET" / "patient_001.nii.gz"), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=f"has no plan.yaml .*cocoseg plan {re.escape(str(run))}"):
+        main(argv)
+    assert main(["plan", str(run)]) == 0
+    plan = load_plan(run / "plan.yaml")
+    assert plan["features"] == list(TINY_FEATURES) and plan["ct_window"] == [-1000.0, 1000.0]
+    assert plan["target_spacing"] is None and plan["slice_size"] == [64, 64]  # old runs trained on each file's grid
+    assert main(argv) == 0 and (tmp_path / "out" / "patient_001_seg.nii.gz").is_file()
 
 
 def test_cocoseg_infer_names_a_missing_checkpoint(tmp_path):

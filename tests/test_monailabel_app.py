@@ -36,6 +36,7 @@ import torch
 from cocoseg_monai.bundle import bundle_dir
 from cocoseg_monai.label import PET_FOLDER, prepare_datastore
 from cocoseg_monai.networks import CoCoSegNet
+from cocoseg_monai.plan import make_plan, write_plan
 
 from .conftest import TINY_FEATURES
 from .test_label_guard import nifti_bomb
@@ -132,25 +133,33 @@ def studies(site) -> Path:
     return root
 
 
+#: the test run's plan: the studies' 7.8 mm pixels are resampled to 5 mm, slices padded to 96
+PLAN = {"features": list(TINY_FEATURES), "target_spacing": [5.0, 5.0], "slice_size": [96, 96]}
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
+    """A training run's weights, ``RUN/models/model.pt``, with the run's ``RUN/plan.yaml``."""
     torch.manual_seed(11)
-    path = tmp_path_factory.mktemp("weights") / "model.pt"
+    run = tmp_path_factory.mktemp("run")
+    path = run / "models" / "model.pt"
+    path.parent.mkdir()
     torch.save(CoCoSegNet(features=TINY_FEATURES).state_dict(), path)
+    write_plan(run, make_plan(**PLAN))
     return path
 
 
 @contextlib.contextmanager
 def running_server(site: Path, studies: Path, weights: Path, log: Path, ready: int = 200, env: dict | None = None):
-    """``monailabel start_server`` as the README starts it (loopback only), with this test's
-    weights, widths and folders, a small upload limit and its temporary files in ``site/tmp``;
+    """``monailabel start_server`` as the README starts it (loopback only), serving this test's
+    run (weights and plan) from its folders, a small upload limit and its temporary files in ``site/tmp``;
     up once ``GET /info/`` answers ``ready``."""
     model_dir = site / "model"
     port = _free_port()
     cmd = [
         PYTHON, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies", str(studies),
         "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "weights", str(weights), "--conf", "features", ",".join(map(str, TINY_FEATURES)),
+        "--conf", "run", str(weights.parent.parent),
         "--conf", "model_dir", str(model_dir), "--conf", "max_upload_mb", str(UPLOAD_MB),
     ]  # fmt: skip
     t0 = time.perf_counter()
@@ -190,14 +199,22 @@ def server(site, studies, weights, tmp_path_factory):
 
 
 def _bundle_inference(ct: Path, pet: Path, weights: Path, out: Path) -> Path:
-    """What `python -m monai.bundle run --config_file inference.yaml` writes for one study."""
+    """What `python -m monai.bundle run --config_file "['inference.yaml','RUN/plan.yaml']"` writes
+    for one study: the weights' plan given as a config layer."""
     configs = bundle_dir() / "configs"
     cmd = [
         PYTHON, "-m", "monai.bundle", "run", "--meta_file", str(configs / "metadata.json"),
-        "--config_file", str(configs / "inference.yaml"), "--ckpt_path", str(weights),
-        "--ct", str(ct), "--pet", str(pet), "--output_dir", str(out),
-        "--features", json.dumps(list(TINY_FEATURES)),
+        "--config_file", json.dumps([str(configs / "inference.yaml"), str(weights.parent.parent / "plan.yaml")]),
+        "--ckpt_path", str(weights), "--ct", str(ct), "--pet", str(pet), "--output_dir", str(out),
     ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, cwd=out.parent)
+    (written,) = out.glob("*_seg.nii.gz")
+    return written
+
+
+def _cocoseg_infer(ct: Path, pet: Path, run: Path, out: Path) -> Path:
+    """What `cocoseg infer --run RUN` writes for one study."""
+    cmd = [PYTHON, "-m", "cocoseg_monai", "infer", "--run", str(run), "--ct", str(ct), "--pet", str(pet), "--output_dir", str(out)]
     subprocess.run(cmd, check=True, capture_output=True, cwd=out.parent)
     (written,) = out.glob("*_seg.nii.gz")
     return written
@@ -210,7 +227,8 @@ def test_info_lists_the_cocoseg_model_and_trainer(server):
     assert info["datastore"]["label_tags"] == {"final": 2}
 
 
-def test_infer_returns_the_bundle_inference_label_voxel_for_voxel(server, studies, tmp_path):
+def test_infer_returns_the_label_of_the_bundle_with_the_plan_and_of_cocoseg_infer(server, studies, weights, tmp_path):
+    """The served run's plan (5 mm pixels, slices padded to 96) is applied by all three front doors."""
     t0 = time.perf_counter()
     status, body = server.request("POST", "/infer/cocoseg?image=patient_003&output=image")
     print(f"\n/infer on a 64x64x8 study: {time.perf_counter() - t0:.2f} s")
@@ -221,14 +239,14 @@ def test_infer_returns_the_bundle_inference_label_voxel_for_voxel(server, studie
     assert served.shape == ct.shape
     assert np.allclose(served.affine, ct.affine)
 
-    expected_path = _bundle_inference(
-        studies / "patient_003.nii.gz", studies / PET_FOLDER / "patient_003.nii.gz",
-        server.model_dir / "cocoseg.pt", tmp_path / "bundle",
-    )  # fmt: skip
-    expected = np.asarray(nib.load(expected_path).dataobj)
+    study = (studies / "patient_003.nii.gz", studies / PET_FOLDER / "patient_003.nii.gz")
+    bundle = np.asarray(nib.load(_bundle_inference(*study, weights, tmp_path / "bundle")).dataobj)
+    cli = np.asarray(nib.load(_cocoseg_infer(*study, weights.parent.parent, tmp_path / "cli")).dataobj)
     got = np.asarray(served.dataobj)
-    assert len(np.unique(expected)) == 2, "a constant label would make the comparison weak"
-    np.testing.assert_array_equal(got, expected)
+    assert len(np.unique(bundle)) == 2, "a constant label would make the comparison weak"
+    np.testing.assert_array_equal(got, bundle)
+    np.testing.assert_array_equal(cli, bundle)
+    assert (server.model_dir / "plan.yaml").read_bytes() == (weights.parent.parent / "plan.yaml").read_bytes()
 
 
 def test_bad_requests_get_http_errors_that_say_what_is_wrong(server, studies, tmp_path):
@@ -427,6 +445,7 @@ def test_train_fine_tunes_from_the_served_weights_and_serves_the_result(server):
     status, info = server.json("GET", "/info/")
     assert info["train_stats"]["cocoseg"]["epochs"] == 1
     assert not list(run.glob("checkpoint_epoch_*.pth"))  # no periodic checkpoints in the app's runs
+    assert (server.model_dir / "plan.yaml").read_bytes() == (run / "plan.yaml").read_bytes()  # the run's plan is served with it
     provenance = json.loads((server.model_dir / "cocoseg.json").read_text())
     assert provenance["fine_tuned_by"] == run.name and "source_sha256" in provenance
 
@@ -445,7 +464,7 @@ from cocoseg_monai.label.app import CoCoSegApp
 app_dir, studies, model_dir, weights, other = sys.argv[1:]
 served = lambda: hashlib.sha256(open(model_dir + "/cocoseg.pt", "rb").read()).hexdigest()
 fine_tuned = served()
-conf = {"weights": weights, "features": "4,8,16,32", "model_dir": model_dir}
+conf = {"weights": weights, "model_dir": model_dir}
 app = CoCoSegApp(app_dir, studies, conf)            # what a training process does
 assert served() == fine_tuned, "a training process installed the --conf weights"
 app.serving.install_conf_weights()                  # a server start with the same --conf weights

@@ -15,6 +15,7 @@ from cocoseg_monai.cli import TRAIN_FLAGS, parse_args, train_overrides
 from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
 from cocoseg_monai.handlers import HISTORY_KEYS
 from cocoseg_monai.networks import CoCoSegNet
+from cocoseg_monai.plan import load_plan
 
 from .conftest import TINY_FEATURES, error_chain
 
@@ -53,7 +54,7 @@ def two_epoch_run(tiny_data, tmp_path_factory) -> Path:
 
 def test_training_writes_every_output(two_epoch_run):
     logdir = two_epoch_run
-    for name in ("config.json", "history.json", "datalist.json", "best_model.pth", "latest.pth"):
+    for name in ("config.json", "plan.yaml", "history.json", "datalist.json", "best_model.pth", "latest.pth"):
         assert (logdir / name).is_file(), name
     assert (logdir / "checkpoint_epoch_1.pth").is_file() and (logdir / "checkpoint_epoch_2.pth").is_file()
     assert any((logdir / "tensorboard").glob("events.out.tfevents.*"))
@@ -64,6 +65,9 @@ def test_training_writes_every_output(two_epoch_run):
     assert history["best_val_dice"] == max(history["val_dice"])
     config = json.loads((logdir / "config.json").read_text())
     assert config["epoch"] == 2 and config["loss_type"] == "combined" and config["features"] == list(TINY_FEATURES)
+    plan = load_plan(logdir / "plan.yaml")  # the PNG slices' spacing.json gives the target spacing
+    assert plan["features"] == list(TINY_FEATURES) and plan["slice_size"] == [32, 32]
+    assert plan["target_spacing"] == pytest.approx([500 / 48] * 2, abs=1e-4) == config["target_spacing"]
 
 
 def test_checkpoint_holds_everything_needed_to_resume(two_epoch_run):
@@ -167,6 +171,7 @@ def test_training_on_nifti_volumes_samples_and_validates_axial_slices(tmp_path):
     assert history["epoch"] == [1] and 0.0 <= history["val_dice"][0] <= 1.0
     assert json.loads((tmp_path / "run" / "datalist.json").read_text())["image_format"] == "nifti"
     assert (tmp_path / "run" / "models" / "model.pt").is_file()
+    assert load_plan(tmp_path / "run" / "plan.yaml")["target_spacing"] == pytest.approx([500 / 48] * 2, abs=1e-4)
 
 
 def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
@@ -238,23 +243,20 @@ def test_shipped_config_files_parse(name):
     assert args.epoch > 0
 
 
-def test_eval_takes_the_training_runs_model_and_window_settings(two_epoch_run, tmp_path):
-    from cocoseg_monai.cli import eval_overrides
+def test_eval_takes_the_training_runs_plan(two_epoch_run, tmp_path):
+    from cocoseg_monai.cli import eval_overrides, run_plan
 
-    recorded = json.loads((two_epoch_run / "config.json").read_text())
-    overrides = eval_overrides(parse_args(["eval", "--logdir", str(two_epoch_run)]))
-    for key in ("features", "ct_window", "suv_max", "patch_size", "val_roi_size", "attention_kernel_size"):
-        assert overrides[key] == recorded[key], key
-    assert overrides["features"] == list(TINY_FEATURES) and overrides["val_roi_size"] == recorded["patch_size"]
-    # the command line wins over the record
+    assert run_plan(two_epoch_run) == two_epoch_run / "plan.yaml"
+    assert "features" not in eval_overrides(parse_args(["eval", "--run", str(two_epoch_run)]))  # the plan gives them
+    # the command line still overrides (the bundle refuses what contradicts the plan)
     given = eval_overrides(parse_args(["eval", "--logdir", str(two_epoch_run), "--features", "8", "16", "32", "64",
                                        "--set", "ct_window=[-1000,1000]"]))  # fmt: skip
     assert given["features"] == [8, 16, 32, 64] and given["ct_window"] == [-1000, 1000]
-    # no record: the bundle's defaults; an unreadable record: an error naming it
-    assert "features" not in eval_overrides(parse_args(["eval", "--logdir", str(tmp_path)]))
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(SystemExit, match=r"config\.json"):
-        eval_overrides(parse_args(["eval", "--logdir", str(tmp_path)]))
+    # no run there: the bundle's defaults; a run made before plans: the command that writes its plan
+    assert run_plan(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({"features": [8, 16, 32, 64]}))
+    with pytest.raises(SystemExit, match=rf"cocoseg plan {tmp_path}"):
+        run_plan(tmp_path)
 
 
 def test_plot_history_writes_training_curves_png(two_epoch_run, tmp_path):
@@ -281,7 +283,7 @@ def test_eval_scores_each_case_with_baselines_and_saves_pictures(tiny_data, two_
     from cocoseg_monai.cli import main
 
     out = tmp_path / "eval"
-    # no --features: the widths (and window, intensities) come from the run's config.json
+    # no --features: the widths (and window, intensities, spacing) come from the run's plan
     argv = ["eval", "--ckpt", str(two_epoch_run / "models" / "model.pt"), "--dataset_root", str(tiny_data),
             "--logdir", str(two_epoch_run), "--split", "val", "--save_predictions", "--output_dir", str(out),
             "--spacing", "3.9", "3.9", "3.0", "--set", "num_workers=0"]

@@ -7,6 +7,8 @@
 - ``data``: loader throughput with and without caching, next to the training step rate.
 - ``profile``: where one forward pass spends its time.
 - ``inference``: the volume inference benchmark (``python -m cocoseg_monai.bench.inference``).
+- ``resolution``: a trained run's Dice and seconds per study on unseen phantom studies of other
+  grids (128, 256, 512 pixels; a 350 mm field of view), before and after its plan's spacing.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--rows", type=int, default=12)
 
     sub.add_parser("inference", help="volume inference benchmark (its own flags; see --help there)", add_help=False)
+    sub.add_parser("resolution", help="a run's Dice and speed on other grids, before and after its plan "
+                   "(its own flags; see --help there)", add_help=False)  # fmt: skip
     return p
 
 
@@ -98,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .inference import main as inference_main
 
         return inference_main(argv[1:])
+    if argv[:1] == ["resolution"]:
+        from .resolution import main as resolution_main
+
+        return resolution_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.bench == "accuracy":
         from .accuracy import format_accuracy, run_accuracy

@@ -11,6 +11,7 @@ from cocoseg_monai.data.discovery import (
     MODALITY_FOLDERS,
     PNG_NAME_PATTERN,
     PNG_NAME_TEMPLATE,
+    SPACING_FILENAME,
     SPLIT_FOLDERS,
     DataError,
     build_datalist,
@@ -18,6 +19,7 @@ from cocoseg_monai.data.discovery import (
     find_pairs,
     image_format_of,
     load_datalist,
+    read_spacing,
     split_by_patient,
     write_datalist,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "MODALITY_FOLDERS",
     "PNG_NAME_PATTERN",
     "PNG_NAME_TEMPLATE",
+    "SPACING_FILENAME",
     "SPLIT_FOLDERS",
     "DataError",
     "build_datalist",
@@ -42,6 +45,7 @@ __all__ = [
     "find_pairs",
     "image_format_of",
     "load_datalist",
+    "read_spacing",
     "split_by_patient",
     "write_datalist",
 ]

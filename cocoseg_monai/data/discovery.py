@@ -41,6 +41,8 @@ __all__ = [
     "load_datalist",
     "image_format_of",
     "NIFTI_SUFFIXES",
+    "SPACING_FILENAME",
+    "read_spacing",
     "strip_nifti_suffix",
 ]
 
@@ -59,6 +61,8 @@ PATH_KEYS: tuple[str, ...] = ("image", "pet", "label")
 PNG_NAME_TEMPLATE = "patient_{ID}_slice_{num}.png"
 PNG_NAME_PATTERN = re.compile(r"^patient_(?P<patient>[A-Za-z0-9-]+)_slice_(?P<slice>[0-9]+)\.png$")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: beside PNG slices (in the data root): their pixel size, ``{"spacing_mm": [x, y]}`` or ``[x, y, z]``
+SPACING_FILENAME = "spacing.json"
 _NIFTI_PATIENT = re.compile(r"^patient_(?P<patient>.+)$")
 # files an OS or a file browser drops into folders; never data
 _JUNK_FILES = {"thumbs.db", "desktop.ini"}
@@ -420,7 +424,34 @@ def build_datalist(
         datalist["layout"] = layout
         datalist["split"] = {"val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed}
     datalist.setdefault("image_format", _datalist_format(datalist, source=root))
+    if datalist["image_format"] == "png" and "spacing_mm" not in datalist:
+        spacing = read_spacing(root.parent if layout == "datalist" else root)
+        if spacing is not None:
+            datalist["spacing_mm"] = spacing
     return datalist
+
+
+def read_spacing(folder: str | os.PathLike) -> list[float] | None:
+    """The pixel size of the PNG slices under ``folder``, from its ``spacing.json``
+    (``{"spacing_mm": [x, y]}``, or ``[x, y, z]`` with the slice spacing); None without one.
+
+    ``x`` is the size of a pixel along a PNG row (a column step), ``y`` along a column (a row step).
+
+    Raises:
+        DataError: naming the file, when it is unreadable or its values are not positive numbers.
+    """
+    path = Path(folder) / SPACING_FILENAME
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text()).get("spacing_mm")
+    except (OSError, ValueError, AttributeError) as err:
+        raise DataError(f"{path}: cannot read the pixel size ({err}); expected {{\"spacing_mm\": [x, y]}}") from None
+    ok = isinstance(values, list) and len(values) in (2, 3)
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
+    if not ok:
+        raise DataError(f"{path}: 'spacing_mm' must be 2 or 3 positive numbers in mm, got {values!r}")
+    return [float(v) for v in values]
 
 
 def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike, relative: bool = True) -> None:

@@ -4,7 +4,7 @@ No real patient data can be shipped, so this module draws plausible whole-torso 
 PET (SUV) studies with labelled lesions, reproducible from a seed.  Run it as::
 
     python -m cocoseg_monai.data.phantom --out DIR --patients N --seed S --format png|nifti|both \
-        [--size PIXELS] [--slices N] [--lesion-free-fraction F] [--include-head] [--preview PNG]
+        [--size PIXELS] [--fov MM] [--slices N] [--lesion-free-fraction F] [--include-head] [--preview PNG]
 
 Anatomy
 -------
@@ -83,6 +83,7 @@ from typing import Any
 import numpy as np
 
 from cocoseg_monai.atomic import atomic_write, atomic_write_json
+from cocoseg_monai.data.discovery import SPACING_FILENAME
 
 __all__ = [
     "CT_PNG_OFFSET",
@@ -1200,6 +1201,8 @@ def write_dataset(out_dir: str | os.PathLike, patients: int, seed: int, fmt: str
         log(f"patient {study.patient_id}: {len(study.lesions)} lesion(s) "
             f"[{time.perf_counter() - t0:.1f} s]")
     _warn_foreign_files(roots, written, log)
+    if fmt in ("png", "both"):  # PNG carries no pixel size: say it where discovery reads it
+        atomic_write_json(roots[0] / SPACING_FILENAME, {"spacing_mm": [round(s, 6) for s in config.ct_spacing]})
     meta = {
         "generator": "cocoseg_monai.data.phantom",
         "version": PHANTOM_VERSION,
@@ -1230,7 +1233,7 @@ def _dataset_is_complete(out: Path, spec: dict[str, Any]) -> bool:
     same = (meta.get("version") == PHANTOM_VERSION and meta.get("seed") == spec["seed"]
             and meta.get("patients") == spec["patients"] and meta.get("format") == spec["format"]
             and meta.get("config") == cfg.to_dict())
-    if not same:
+    if not same or not (out / SPACING_FILENAME).is_file():
         return False
     return all(
         (out / folder / _png_name(patient_id(i), k)).is_file()
@@ -1381,6 +1384,19 @@ def _positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def _positive_float(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {value}")
+        return value
+
+    return parse
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -1406,6 +1422,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=_FORMATS, default=d["format"], help="png, nifti or both (default png)")
     p.add_argument("--size", type=_positive_int("--size", 32), default=cfg.size,
                    help=f"CT in-plane pixels (default {cfg.size})")
+    p.add_argument("--fov", type=_positive_float("--fov"), default=cfg.fov_mm,
+                   help=f"in-plane field of view in mm; CT pixels are FOV / SIZE (default {cfg.fov_mm:g})")
     p.add_argument("--slices", type=_positive_int("--slices"), default=cfg.slices,
                    help=f"axial CT slices per patient (default {cfg.slices})")
     p.add_argument("--lesion-free-fraction", type=_fraction, default=cfg.lesion_free_fraction,
@@ -1421,7 +1439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
     config = dataclasses.replace(
-        DEFAULT_DATASET["config"], size=args.size, slices=args.slices,
+        DEFAULT_DATASET["config"], size=args.size, slices=args.slices, fov_mm=args.fov,
         lesion_free_fraction=args.lesion_free_fraction, include_head=args.include_head,
     )
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from ..plan import DEFAULT_PLAN
 from ..metrics import case_record, percent_suvmax, suv_threshold, write_evaluation
 
 __all__ = ["CaseEvaluationWriter", "BASELINES"]
@@ -51,7 +52,7 @@ class CaseEvaluationWriter:
     def __init__(
         self,
         output_dir: str | os.PathLike,
-        suv_max: float = 20.0,
+        suv_max: float = DEFAULT_PLAN["suv_max"],
         spacing_mm: Sequence[float] | None = None,
         baselines: bool = True,
         save_predictions: bool = False,

@@ -39,10 +39,12 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+from cocoseg_monai import __version__
 from cocoseg_monai.atomic import atomic_write, atomic_write_json
 from cocoseg_monai.bundle import bundle_dir
 from cocoseg_monai.data.discovery import DataError, split_by_patient, strip_nifti_suffix, write_datalist
 from cocoseg_monai.errors import error_chain, project_cause
+from cocoseg_monai.plan import BINDING_KEYS, PLAN_FILENAME, find_plan, load_plan
 
 from .datastore import PET_FOLDER, pet_partner
 from .guard import (
@@ -150,9 +152,14 @@ class _Serving:
         self.studies = Path(studies)
         self.model_dir = Path(conf.get("model_dir") or Path(app_dir) / "model")
         self.weights = self.model_dir / WEIGHTS_FILENAME
-        self.weights_source = Path(conf["weights"]) if conf.get("weights") else None
+        if conf.get("run") and conf.get("weights"):
+            raise ValueError("--conf run and --conf weights: give one (run serves RUN/models/model.pt with RUN/plan.yaml)")
+        if conf.get("run"):
+            self.weights_source: Path | None = Path(conf["run"]) / "models" / "model.pt"
+        else:
+            self.weights_source = Path(conf["weights"]) if conf.get("weights") else None
         self.pet_folder = plain_name(conf.get("pet_folder", PET_FOLDER), "--conf pet_folder")
-        self.network: dict[str, Any] = {}  # overrides shared by inference and training
+        self.network: dict[str, Any] = {}  # settings of weights without a plan (inference and training)
         if conf.get("features"):
             self.network["features"] = [int(f) for f in str(conf["features"]).replace(" ", "").split(",")]
         if conf.get("attention_kernel_size"):
@@ -181,15 +188,36 @@ class _Serving:
     def public(self, text: str) -> str:
         return public_text(text, self.folders)
 
+    @property
+    def plan(self) -> Path:
+        """The served weights' plan (``plan.yaml`` beside them; absent for weights without one)."""
+        return self.model_dir / PLAN_FILENAME
+
+    def settings(self) -> dict[str, Any]:
+        """The settings the served weights run with: their plan's (the bundle reads the plan
+        beside the weights itself; training takes them as overrides), else ``--conf``'s."""
+        if self.plan.is_file():
+            plan = load_plan(self.plan)
+            return {k: plan[k] for k in BINDING_KEYS if k != "slice_size"}
+        return dict(self.network)
+
     def install_weights(self, source: Path, provenance: Mapping[str, Any]) -> None:
-        """Serve ``source`` from now on (copied atomically over the served weights), recording
-        ``provenance`` beside them."""
+        """Serve ``source`` from now on, with its plan (copied atomically over the served weights
+        and plan), recording ``provenance`` beside them. Weights without a plan run with ``--conf``'s settings."""
         if not source.is_file():
             raise FileNotFoundError(f"weights {source} not found")
+        plan = find_plan(source)
+        if plan is not None:
+            load_plan(plan)  # refuse an incomplete plan before anything is replaced
         with atomic_write(self.weights, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out)
+        if plan is not None:
+            with atomic_write(self.plan, "wb") as out:
+                out.write(plan.read_bytes())
+        else:
+            self.plan.unlink(missing_ok=True)
         atomic_write_json(self.model_dir / PROVENANCE_FILENAME, {**provenance, "installed": time.strftime("%Y-%m-%d %H:%M:%S")})
-        logger.info("serving weights %s (from %s)", self.weights, source)
+        logger.info("serving weights %s (from %s; plan %s)", self.weights, source, plan or "none: --conf settings")
 
     def provenance(self) -> dict[str, Any]:
         path = self.model_dir / PROVENANCE_FILENAME
@@ -404,7 +432,7 @@ class CoCoSegInferTask(InferTask):
                 503, f"no weights served yet: start the server with --conf weights PATH or train first (POST /train/{MODEL_NAME})"
             )  # fmt: skip
         overrides: dict[str, Any] = {
-            **self.serving.network,
+            **({} if self.serving.plan.is_file() else self.serving.network),  # a plan beside the weights is read by the bundle
             "ct": str(ct.resolve()),
             "pet": str(pet.resolve()),
             "ckpt_path": str(self.serving.weights.resolve()),
@@ -505,7 +533,7 @@ class CoCoSegTrainTask(TrainTask):
             len(datalist["training"]), len(datalist["validation"]), settings["max_epochs"], run_dir,
         )  # fmt: skip
         overrides: dict[str, Any] = {
-            **self.serving.network,
+            **self.serving.settings(),  # fine-tuned under the served weights' plan
             "dataset_dir": str(run_dir / "datastore.json"),
             "logdir": str(run_dir),
             "init_ckpt": str(self.serving.weights) if self.serving.weights.is_file() else "",
@@ -532,9 +560,10 @@ class CoCoSegTrainTask(TrainTask):
 class CoCoSegApp(MONAILabelApp):
     """MONAI Label app serving the CoCoSeg bundle as the model ``cocoseg`` (infer and train).
 
-    ``--conf`` options: ``weights`` (a ``model.pt`` to serve), ``features`` (network widths of
-    those weights, e.g. ``16,32,64,128``), ``attention_kernel_size`` and ``share_vgg`` (the
-    efficient preset's are ``1`` and ``true``), ``model_dir``, ``bundle``, ``pet_folder``,
+    ``--conf`` options: ``run`` (a training run: its ``models/model.pt`` served with its
+    ``plan.yaml``) or ``weights`` (a ``model.pt``; its plan is taken from beside it when there is
+    one), ``features``, ``attention_kernel_size`` and ``share_vgg`` (the settings of weights
+    without a plan), ``model_dir``, ``bundle``, ``pet_folder``,
     ``slice_batch``, ``cpu_bf16``, ``skip_trainers``, ``models`` (must be ``cocoseg`` if given),
     and the server's limits and switches (:data:`SERVER_DEFAULTS`): ``max_upload_mb``,
     ``max_volume_voxels``, ``max_train_epochs``, ``allowed_hosts``, ``cors_origins``,
@@ -554,7 +583,7 @@ class CoCoSegApp(MONAILabelApp):
             conf=dict(conf),
             name="CoCoSeg PET/CT lesion segmentation",
             description="CoCoSeg V2 dual-encoder CT/PET fusion network served from its MONAI bundle",
-            version="0.1.0",
+            version=__version__,
             labels=dict(LABELS),
         )
 

@@ -27,6 +27,7 @@ from cocoseg_monai.transforms.intensity import (
 from cocoseg_monai.transforms.io import IMAGE_FORMATS, LoadImageChecked, LoadImageCheckedd, make_reader
 from cocoseg_monai.transforms.label import BinarizeMask, BinarizeMaskd
 from cocoseg_monai.transforms.sampling import SAMPLING_CLASSES, HotspotSamplingMap, HotspotSamplingMapd
+from cocoseg_monai.transforms.spacing import AntiAlias, AntiAliasd
 from cocoseg_monai.transforms.presets import (
     DEFAULT_CT_PNG_OFFSET,
     DEFAULT_CT_WINDOW,
@@ -39,6 +40,8 @@ from cocoseg_monai.transforms.presets import (
 )
 
 __all__ = [
+    "AntiAlias",
+    "AntiAliasd",
     "SAMPLING_CLASSES",
     "HotspotSamplingMap",
     "HotspotSamplingMapd",

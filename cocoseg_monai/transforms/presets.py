@@ -34,6 +34,7 @@ from monai.transforms import (
     ConcatItemsd,
     DeleteItemsd,
     EnsureTyped,
+    GaussianSmoothd,
     Orientationd,
     RandAffined,
     RandCropByLabelClassesd,
@@ -44,15 +45,19 @@ from monai.transforms import (
     RandShiftIntensityd,
     ResampleToMatchd,
     ScaleIntensityRanged,
+    Spacingd,
     SpatialPadd,
     SqueezeDimd,
+    Zoomd,
 )
 
+from cocoseg_monai.plan import DEFAULT_PLAN
 from cocoseg_monai.transforms.checks import CheckFinited, CheckGeometryd, CheckOverlapd, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
 from cocoseg_monai.transforms.io import IMAGE_FORMATS, LoadImageCheckedd
 from cocoseg_monai.transforms.label import BinarizeMaskd
 from cocoseg_monai.transforms.sampling import SAMPLING_CLASSES, HotspotSamplingMapd
+from cocoseg_monai.transforms.spacing import AntiAliasd
 
 __all__ = [
     "DEFAULT_CT_WINDOW",
@@ -66,16 +71,15 @@ __all__ = [
     "get_infer_transforms",
 ]
 
-#: CT soft-tissue window (level 40 HU, width 400 HU): hypodense liver lesions (~15 HU below the
-#: liver) and nodes in fat stay apart after scaling; air and lung clip to 0, bone to 1.
-DEFAULT_CT_WINDOW = (-160.0, 240.0)
-DEFAULT_SUV_MAX = 20.0
-DEFAULT_CT_PNG_OFFSET = 1024.0
-DEFAULT_PET_PNG_SCALE = 1000.0
+# The defaults are the plan's (cocoseg_monai.plan.DEFAULT_PLAN): a trained model's plan overrides them.
+DEFAULT_CT_WINDOW = tuple(DEFAULT_PLAN["ct_window"])
+DEFAULT_SUV_MAX = DEFAULT_PLAN["suv_max"]
+DEFAULT_CT_PNG_OFFSET = DEFAULT_PLAN["ct_png_offset"]
+DEFAULT_PET_PNG_SCALE = DEFAULT_PLAN["pet_png_scale"]
 #: NIfTI volumes are reoriented so that their axial slices have the orientation of a radiological
 #: PNG slice as MONAI's PIL reader loads it (x: patient's right -> left, y: anterior -> posterior).
 #: A network trained on PNG slices then sees volumes the same way, and vice versa.
-DEFAULT_AXCODES = "LPS"
+DEFAULT_AXCODES = DEFAULT_PLAN["axcodes"]
 
 CT, PET, LABEL = "image", "pet", "label"
 SAMPLING_MAP = "sampling_map"
@@ -91,8 +95,10 @@ def get_preprocess_transforms(
     label_mapping: Mapping[Any, Any] | None = None,
     concat: bool = True,
     axcodes: str | None = DEFAULT_AXCODES,
+    target_spacing: Sequence[float] | None = None,
+    png_spacing: Sequence[float] | None = None,
 ) -> Compose:
-    """Load, check, align and normalise one datalist item (deterministic).
+    """Load, check, align, resample and normalise one datalist item (deterministic).
 
     Input: ``{"image": CT path, "pet": PET path, "label": mask path, ...}``.
     Output: ``{"image": float32 [2, *spatial] in [0, 1], "label": float32 [1, *spatial] 0/1}`` with
@@ -123,6 +129,16 @@ def get_preprocess_transforms(
         from the patient's right, ``y`` = row from anterior), the way a radiological PNG is read,
         so PNG-trained models apply to volumes. Inference inverts it to write predictions in the
         CT file's voxel order. None keeps the stored voxel order.
+    target_spacing
+        In-plane pixel size ``(x, y)`` in mm (the plan's) that CT, PET and label are resampled
+        to; the slice axis is kept. NIfTI: CT and label by MONAI ``Spacingd`` (bilinear,
+        nearest) after reorientation, then PET straight from its own grid onto the resampled CT
+        grid. PNG: ``Zoomd`` by ``png_spacing / target_spacing``. Images that get coarser are
+        low-passed first (:class:`~cocoseg_monai.transforms.spacing.AntiAliasd`). None: each
+        file's own grid.
+    png_spacing
+        PNG pixel size ``(x, y)`` in mm (a data set's ``spacing.json``); None: the pixels are
+        taken to be at ``target_spacing`` (no resampling).
     """
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
@@ -139,6 +155,15 @@ def get_preprocess_transforms(
                 keys=(CT, PET), offset=(ct_png_offset, 0.0), scale=(1.0, pet_png_scale), unit=("HU", "SUV")
             ),
         ]
+        zoom = _png_zoom(png_spacing, target_spacing)
+        if zoom is not None:
+            sigma = [max(0.0, (1.0 / z - 1.0) / 2.0) for z in zoom]  # see transforms.spacing
+            if max(sigma) > 0:
+                t.append(GaussianSmoothd(keys=(CT, PET), sigma=sigma))
+            t += [
+                Zoomd(keys=(CT, PET), zoom=zoom, mode="bilinear", keep_size=False, align_corners=False),
+                Zoomd(keys=LABEL, zoom=zoom, mode="nearest", keep_size=False, allow_missing_keys=no_label),
+            ]
     else:
         t += [
             CheckFinited(keys=(CT, PET, LABEL), allow_missing_keys=no_label),
@@ -151,6 +176,13 @@ def get_preprocess_transforms(
             t += [
                 Orientationd(keys=CT, axcodes=axcodes, labels=None),  # None: honour the meta "space"
                 Orientationd(keys=LABEL, axcodes=axcodes, labels=None, allow_missing_keys=no_label),
+            ]
+        if target_spacing is not None:
+            pixdim = (*_spacing(target_spacing), 0.0)  # 0: the slice spacing is kept
+            t += [
+                AntiAliasd(keys=(CT, PET), target_spacing=pixdim[:2]),  # low-pass where the grid gets coarser
+                Spacingd(keys=CT, pixdim=pixdim, mode="bilinear", padding_mode="border", dtype=np.float32),
+                Spacingd(keys=LABEL, pixdim=pixdim, mode="nearest", allow_missing_keys=no_label),
             ]
         t += [
             # PET is usually reconstructed on a coarser grid; the label is defined on the CT grid
@@ -184,6 +216,8 @@ def get_train_transforms(
     augment: bool = True,
     rot90_prob: float = 0.0,
     axcodes: str | None = DEFAULT_AXCODES,
+    target_spacing: Sequence[float] | None = None,
+    png_spacing: Sequence[float] | None = None,
 ) -> Compose:
     """Preprocessing, lesion / hard-negative / background 2D patch sampling and augmentation.
 
@@ -203,7 +237,7 @@ def get_train_transforms(
 
     Parameters
     ----------
-    image_format, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes
+    image_format, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes, target_spacing, png_spacing
         See :func:`get_preprocess_transforms`.
     patch_size
         2D patch ``(x, y)``.
@@ -224,9 +258,10 @@ def get_train_transforms(
     keys = (CT, LABEL)
     t: list[Any] = list(
         get_preprocess_transforms(
-            image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes
+            image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes,
+            target_spacing=target_spacing, png_spacing=png_spacing,
         ).transforms
-    )
+    )  # fmt: skip
     if min(pos, hot, neg) < 0 or pos + hot + neg <= 0:
         raise ValueError(f"pos, hot, neg must be >= 0 and not all 0, got {pos}, {hot}, {neg}")
     volume = image_format != "png"
@@ -277,14 +312,18 @@ def get_val_transforms(
     pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
     label_mapping: Mapping[Any, Any] | None = None,
     axcodes: str | None = DEFAULT_AXCODES,
+    target_spacing: Sequence[float] | None = None,
+    png_spacing: Sequence[float] | None = None,
 ) -> Compose:
-    """Whole slices (PNG, ``[2, W, H]``) or whole volumes on the CT grid (NIfTI, ``[2, X, Y, Z]``).
+    """Whole slices (PNG, ``[2, W, H]``) or whole volumes on the CT grid (NIfTI, ``[2, X, Y, Z]``),
+    resampled in-plane to ``target_spacing`` when given.
 
     ``"label"`` is required. See :func:`get_preprocess_transforms` for the parameters.
     """
     return get_preprocess_transforms(
-        image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes
-    )
+        image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes,
+        target_spacing=target_spacing, png_spacing=png_spacing,
+    )  # fmt: skip
 
 
 def get_infer_transforms(
@@ -295,15 +334,43 @@ def get_infer_transforms(
     pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
     label_mapping: Mapping[Any, Any] | None = None,
     axcodes: str | None = DEFAULT_AXCODES,
+    target_spacing: Sequence[float] | None = None,
+    png_spacing: Sequence[float] | None = None,
+    slice_size: Sequence[int] | None = None,
 ) -> Compose:
-    """As :func:`get_val_transforms`, with ``"label"`` optional (processed when present).
+    """As :func:`get_val_transforms`, with ``"label"`` optional (processed when present), and
+    each slice padded with zeros (air, no uptake after scaling) to at least ``slice_size``
+    pixels, the extent the network was trained on.
 
-    ``"image"`` keeps the CT's meta (``filename_or_obj``, ``affine``), which prediction writers
-    use to name outputs and, for NIfTI, to write them on the CT grid.
+    ``"image"`` keeps the CT's meta (``filename_or_obj``, ``affine``) and the record of every
+    spatial step, which ``Invertd`` follows back to write predictions on the CT grid.
     """
-    return get_preprocess_transforms(
-        image_format, False, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes
-    )
+    t = get_preprocess_transforms(
+        image_format, False, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes,
+        target_spacing=target_spacing, png_spacing=png_spacing,
+    ).transforms  # fmt: skip
+    if slice_size is not None:
+        size = tuple(int(n) for n in slice_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"slice_size must be 2 positive integers (x, y), got {slice_size}")
+        spatial = (*size, -1) if image_format == "nifti" else size
+        t = (*t[:-1], SpatialPadd(keys=(CT, LABEL), spatial_size=spatial, allow_missing_keys=True), t[-1])
+    return Compose(list(t))
+
+
+def _spacing(value: Sequence[float]) -> tuple[float, float]:
+    vals = tuple(float(v) for v in value)
+    if len(vals) != 2 or not min(vals) > 0:
+        raise ValueError(f"target_spacing must be 2 positive numbers (x, y) in mm, got {value}")
+    return vals  # type: ignore[return-value]
+
+
+def _png_zoom(png_spacing: Sequence[float] | None, target_spacing: Sequence[float] | None) -> tuple[float, float] | None:
+    """Zoom factors from PNG pixels to the target spacing; None when either is unknown or they agree."""
+    if png_spacing is None or target_spacing is None:
+        return None
+    zoom = tuple(p / t for p, t in zip(_spacing(png_spacing[:2]), _spacing(target_spacing)))
+    return None if all(abs(z - 1.0) < 1e-3 for z in zoom) else zoom  # type: ignore[return-value]
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
