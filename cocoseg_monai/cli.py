@@ -492,7 +492,7 @@ def _run_label_datastore(args: argparse.Namespace) -> int:
         prepare_datastore(args.out, args.patients, args.labelled, args.seed, args.size, args.slices, log=print)
     except ValueError as err:
         raise SystemExit(f"cocoseg label-datastore: {err}") from None
-    print(f"datastore ready: monailabel start_server --app apps/cocoseg --studies {args.out}")
+    print(f"datastore ready: monailabel start_server --app apps/cocoseg --studies {args.out} --host 127.0.0.1 --conf run logs")
     return 0
 
 

@@ -280,10 +280,11 @@ def resolve_target_spacing(target_spacing: Any, data: Mapping[str, Any], png_spa
         spacings = [s for s in (_in_plane_spacing(str(i["image"])) for i in items) if s is not None]
     if spacings:
         arr = np.asarray(spacings)
+        source = "the PNG pixel size" if data.get("image_format") == "png" else f"{len(spacings)} volumes"
         logger.info(
-            "training data in-plane spacing (mm): x %.3g to %.3g, y %.3g to %.3g, median %.4g x %.4g (%d items)",
+            "training data in-plane spacing (mm): x %.3g to %.3g, y %.3g to %.3g, median %.4g x %.4g (%s)",
             arr[:, 0].min(), arr[:, 0].max(), arr[:, 1].min(), arr[:, 1].max(),
-            np.median(arr[:, 0]), np.median(arr[:, 1]), len(spacings),
+            np.median(arr[:, 0]), np.median(arr[:, 1]), source,
         )  # fmt: skip
     if target_spacing in (None, "", "null"):
         return None

@@ -165,7 +165,7 @@ def test_target_spacing_auto_is_the_median_of_the_training_items(tmp_path, caplo
     data = {"training": items, "image_format": "nifti"}
     with caplog.at_level(logging.INFO, logger="cocoseg_monai.plan"):
         assert resolve_target_spacing("auto", data, None) == pytest.approx([10.0, 10.0])  # 500 / 50
-    assert "training data in-plane spacing (mm): x 6.25 to 12.5, y 6.25 to 12.5, median 10 x 10 (3 items)" in caplog.text
+    assert "training data in-plane spacing (mm): x 6.25 to 12.5, y 6.25 to 12.5, median 10 x 10 (3 volumes)" in caplog.text
     assert resolve_target_spacing([3, 4], data, None) == [3.0, 4.0]
     assert resolve_target_spacing(None, data, None) is None
 

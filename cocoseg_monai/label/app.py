@@ -155,6 +155,10 @@ class _Serving:
         if conf.get("run") and conf.get("weights"):
             raise ValueError("--conf run and --conf weights: give one (run serves RUN/models/model.pt with RUN/plan.yaml)")
         if conf.get("run"):
+            if not (Path(conf["run"]) / PLAN_FILENAME).is_file():
+                raise ValueError(
+                    f"--conf run {conf['run']}: no {PLAN_FILENAME} there (a run made before plans: cocoseg plan {conf['run']})"
+                )
             self.weights_source: Path | None = Path(conf["run"]) / "models" / "model.pt"
         else:
             self.weights_source = Path(conf["weights"]) if conf.get("weights") else None
@@ -194,11 +198,12 @@ class _Serving:
         return self.model_dir / PLAN_FILENAME
 
     def settings(self) -> dict[str, Any]:
-        """The settings the served weights run with: their plan's (the bundle reads the plan
-        beside the weights itself; training takes them as overrides), else ``--conf``'s."""
+        """The settings fine-tuning runs with: the served weights' plan's, else ``--conf``'s
+        (``--conf cpu_bf16`` either way)."""
         if self.plan.is_file():
             plan = load_plan(self.plan)
-            return {k: plan[k] for k in BINDING_KEYS if k != "slice_size"}
+            extra = {k: v for k, v in self.network.items() if k not in BINDING_KEYS}
+            return {**{k: plan[k] for k in BINDING_KEYS if k != "slice_size"}, **extra}
         return dict(self.network)
 
     def install_weights(self, source: Path, provenance: Mapping[str, Any]) -> None:
@@ -432,7 +437,7 @@ class CoCoSegInferTask(InferTask):
                 503, f"no weights served yet: start the server with --conf weights PATH or train first (POST /train/{MODEL_NAME})"
             )  # fmt: skip
         overrides: dict[str, Any] = {
-            **({} if self.serving.plan.is_file() else self.serving.network),  # a plan beside the weights is read by the bundle
+            **self.serving.network,  # the bundle reads the plan beside the weights and refuses what contradicts it
             "ct": str(ct.resolve()),
             "pet": str(pet.resolve()),
             "ckpt_path": str(self.serving.weights.resolve()),

@@ -280,7 +280,19 @@ class RequestGuard:
         method = str(scope.get("method", "GET")).upper()
         path = str(scope.get("path", "/"))
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        self._check_host_and_origin(headers, str(scope.get("scheme", "http")))
+        self._check_size(headers, path)
+        for segment in path.strip("/").split("/"):
+            if segment:
+                plain_name(segment, "path segment")
+        for key in self.name_keys:
+            if query.get(key):
+                plain_name(query[key], f"query parameter {key!r}:")
+        for rule in self.rules:
+            if rule.matches(method, path, query):
+                raise Refused(rule.status, rule.detail)
 
+    def _check_host_and_origin(self, headers: Mapping[str, str], scheme: str) -> None:
         host = headers.get("host", "")
         name = _host_name(host)
         if name and not _is_ip(name) and name not in self.allowed_hosts:
@@ -289,40 +301,30 @@ class RequestGuard:
                 "localhost; add a name with --conf allowed_hosts NAME)",
             )  # fmt: skip
         origin = headers.get("origin")
-        if origin is not None:
-            normalised = origin.strip().rstrip("/").lower()
-            own = f"{scope.get('scheme', 'http')}://{host}".lower()
-            if normalised != own and normalised not in self.allowed_origins:
-                raise Refused(
-                    403, f"cross-origin request from {origin[:100]!r} refused: allow a web origin with "
-                    "--conf cors_origins (MONAI Label's MONAI_LABEL_CORS_ORIGINS)",
-                )  # fmt: skip
-
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise Refused(400, f"Content-Length {length[:40]!r} is not a number")
-            limit = next(
-                (n for prefix, n in self.body_limits.items() if path.rstrip("/") == prefix or path.startswith(prefix + "/")),
-                self.max_body_bytes,
+        if origin is None:  # not sent by a browser page: 3D Slicer, curl, scripts
+            return
+        normalised = origin.strip().rstrip("/").lower()
+        if normalised != f"{scheme}://{host}".lower() and normalised not in self.allowed_origins:
+            raise Refused(
+                403, f"cross-origin request from {origin[:100]!r} refused: allow a web origin with "
+                "--conf cors_origins (MONAI Label's MONAI_LABEL_CORS_ORIGINS)",
             )  # fmt: skip
-            if int(length) > limit:
-                raise Refused(
-                    413, f"request body of {int(length):,} bytes is over this server's limit of {limit:,} for "
-                    f"{path[:80]}{' (--conf max_upload_mb)' if limit == self.max_body_bytes else ''}",
-                )  # fmt: skip
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            raise Refused(411, "a request body needs a Content-Length header (chunked uploads are not taken)")
 
-        for segment in path.strip("/").split("/"):
-            if segment:
-                plain_name(segment, "path segment")
-        for key in self.name_keys:
-            if key in query and query[key] != "":
-                plain_name(query[key], f"query parameter {key!r}:")
-        for rule in self.rules:
-            if rule.matches(method, path, query):
-                raise Refused(rule.status, rule.detail)
+    def _check_size(self, headers: Mapping[str, str], path: str) -> None:
+        length = headers.get("content-length")
+        if length is None:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                raise Refused(411, "a request body needs a Content-Length header (chunked uploads are not taken)")
+            return
+        if not length.isdigit():
+            raise Refused(400, f"Content-Length {length[:40]!r} is not a number")
+        below = (n for prefix, n in self.body_limits.items() if path.rstrip("/") == prefix or path.startswith(prefix + "/"))
+        limit = next(below, self.max_body_bytes)
+        if int(length) > limit:
+            raise Refused(
+                413, f"request body of {int(length):,} bytes is over this server's limit of {limit:,} for "
+                f"{path[:80]}{' (--conf max_upload_mb)' if limit == self.max_body_bytes else ''}",
+            )  # fmt: skip
 
 
 async def _send_json(send: Callable, status: int, payload: Mapping[str, Any]) -> None:
