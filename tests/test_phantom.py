@@ -403,3 +403,20 @@ def test_make_default_dataset_reuses_a_complete_set(tmp_path: Path, monkeypatch)
     assert probe.read_bytes() == b"marker"
     phantom.make_default_dataset(tmp_path, overwrite=True)
     assert probe.read_bytes() != b"marker"
+
+
+def test_a_patient_has_the_same_lesions_on_any_grid_and_field_of_view():
+    """Lesion centres are drawn on the reference grid and placed in mm: the same patient at 64 or
+    192 pixels, over 500 or 350 mm, has its lesions at the same place (within a voxel)."""
+    import dataclasses
+
+    from cocoseg_monai.data.phantom import DEFAULT_DATASET, generate_patient
+
+    base = dataclasses.replace(DEFAULT_DATASET["config"], slices=8)
+    studies = [generate_patient(2, 11, dataclasses.replace(base, size=n, fov_mm=fov)) for n, fov in ((64, 500.0), (192, 500.0), (160, 350.0))]
+    reference = studies[0].lesions
+    assert reference
+    for study in studies[1:]:
+        assert [(l["site"], l["diameter_mm"]) for l in study.lesions] == [(l["site"], l["diameter_mm"]) for l in reference]
+        for lesion, ref in zip(study.lesions, reference):
+            assert np.abs(np.subtract(lesion["centre_mm"], ref["centre_mm"])).max() <= 500.0 / 64

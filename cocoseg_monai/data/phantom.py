@@ -63,6 +63,7 @@ in ``DIR`` are never deleted.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import enum
 import gzip
@@ -114,7 +115,12 @@ __all__ = [
 ]
 
 #: Bumped whenever the same seed would draw different data; stored in ``phantom.json``.
-PHANTOM_VERSION = "1.0"
+#: 1.1: lesion centres drawn on the reference grid, so a patient has the same lesions on any grid.
+PHANTOM_VERSION = "1.1"
+#: The grid lesion centres are drawn on (mm, whatever the study's grid): the default data set's
+#: 128 x 128 over 500 mm. Drawn there and placed in mm, a patient's lesions sit at the same place
+#: on a 512 x 512 grid, over a 350 mm field, as on the default one.
+REFERENCE_SIZE, REFERENCE_FOV_MM = 128, 500.0
 #: CT PNG: ``value = HU + CT_PNG_OFFSET``.
 CT_PNG_OFFSET = 1024
 #: PET PNG: ``value = SUV * PET_PNG_SCALE``.
@@ -920,10 +926,16 @@ def _lesion_ct(rng: np.random.Generator, site: str) -> tuple[float, str]:
 
 
 def _place_lesions(c: _Canvas, ct: np.ndarray, pet: np.ndarray, spacing: Sequence[float],
-                   config: PhantomConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[dict], list]:
-    """Draw the lesions into ``ct``/``pet`` (in place); return label, records, (box, mask) list."""
+                   config: PhantomConfig, rng: np.random.Generator, ref: _Canvas,
+                   reference: PhantomConfig) -> tuple[np.ndarray, list[dict], list]:
+    """Draw the lesions into ``ct``/``pet`` (in place); return label, records, (box, mask) list.
+
+    Sites, locations and centres are drawn on ``ref``, the same anatomy on the reference grid
+    (:data:`REFERENCE_SIZE`), and placed by their position in mm, so that a patient has the same
+    lesions on every grid; a centre outside this grid's field of view is moved to its edge."""
     label = np.zeros(c.tissue.shape, bool)
-    candidates = _site_candidates(c)
+    candidates = _site_candidates(ref)
+    to_voxel = np.linalg.inv(config.ct_affine) @ reference.ct_affine
     sites, locations = [], []
     for s in LESION_SITES:
         locs = {k: m for k, m in candidates[s].items() if m.any()}
@@ -940,7 +952,9 @@ def _place_lesions(c: _Canvas, ct: np.ndarray, pet: np.ndarray, spacing: Sequenc
         site, locs = sites[si], locations[si]
         loc = list(locs)[int(rng.integers(len(locs)))]
         flat = np.flatnonzero(locs[loc])
-        centre = np.unravel_index(int(flat[rng.integers(flat.size)]), c.tissue.shape)
+        ref_centre = np.unravel_index(int(flat[rng.integers(flat.size)]), ref.tissue.shape)
+        here = (to_voxel @ np.array([*ref_centre, 1.0]))[:3]
+        centre = tuple(int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(here, c.tissue.shape))
         d = _draw_diameter(rng, site)
         peak = _draw_suv_peak(rng, d)
         hu, pattern = _lesion_ct(rng, site)
@@ -1014,12 +1028,17 @@ def generate_patient(index: int, seed: int, config: PhantomConfig | None = None)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     rng_anat, rng_int, rng_les, rng_ct, rng_pet = _patient_streams(int(seed), int(index), 5)
+    reference = dataclasses.replace(config, size=REFERENCE_SIZE, fov_mm=REFERENCE_FOV_MM)
+    anatomy_stream = copy.deepcopy(rng_anat)  # the same body, drawn again on the reference grid if needed
     canvas = _build_anatomy(config.ct_shape, config.ct_spacing, config.include_head, rng_anat)
+    ref_canvas = canvas if reference == config else _build_anatomy(
+        reference.ct_shape, reference.ct_spacing, config.include_head, anatomy_stream
+    )
     ct, pet = _ideal_images(canvas.tissue, rng_int)
     if is_lesion_free(int(index), int(seed), config.lesion_free_fraction):
         label, lesions, masks = np.zeros(config.ct_shape, bool), [], []
     else:
-        label, lesions, masks = _place_lesions(canvas, ct, pet, config.ct_spacing, config, rng_les)
+        label, lesions, masks = _place_lesions(canvas, ct, pet, config.ct_spacing, config, rng_les, ref_canvas, reference)
     ct_hu = _ct_physics(ct, rng_ct, config.ct_noise_hu)
     pet_suv, pet_coarse = _pet_physics(pet, config, rng_pet)
     for rec, (box, mask) in zip(lesions, masks):
