@@ -25,7 +25,9 @@ tissue node).  A fraction of the patients (``lesion_free_fraction``) has no lesi
 PET physics: ideal SUV at CT resolution -> Poisson counts -> Gaussian blur (``pet_fwhm_mm``) ->
 trilinear sampling onto the coarse PET grid (the NIfTI PET) -> trilinear sampling back onto the
 CT grid (the PNG PET and :attr:`PhantomStudy.pet_suv`), as PNG data sets made from real PET are.
-CT: tissue HU + texture + Gaussian noise, rounded to integer HU and clipped to [-1024, 3071].
+CT: tissue HU + texture + Gaussian noise (10 to 20 HU on the default 3.9 mm grid, more per voxel on
+finer grids: one over the square root of the pixel area), rounded to integer HU and clipped to
+[-1024, 3071].
 
 Grids and orientation
 ---------------------
@@ -115,7 +117,8 @@ __all__ = [
 ]
 
 #: Bumped whenever the same seed would draw different data; stored in ``phantom.json``.
-#: 1.1: lesion centres drawn on the reference grid, so a patient has the same lesions on any grid.
+#: 1.1: lesion centres drawn on the reference grid, so a patient has the same lesions on any grid;
+#: CT noise per voxel grows on grids of smaller pixels (the reference grid's is unchanged).
 PHANTOM_VERSION = "1.1"
 #: The grid lesion centres are drawn on (mm, whatever the study's grid): the default data set's
 #: 128 x 128 over 500 mm. Drawn there and placed in mm, a patient's lesions sit at the same place
@@ -243,7 +246,8 @@ class PhantomConfig:
         Poisson counts per ml per SUV unit before the blur; sets the PET noise (about 10 % in the
         liver at the defaults).
     ct_noise_hu
-        Range of the per-patient CT noise standard deviation (HU).
+        Range of the per-patient CT noise standard deviation (HU) on the reference grid (128 x 128
+        over 500 mm); grids of smaller pixels get more per voxel, as at the same dose.
     lesion_free_fraction
         Fraction of patients without lesions (exact over any run of consecutive patients, up to
         rounding; see :func:`is_lesion_free`).
@@ -994,8 +998,11 @@ def _pet_physics(suv: np.ndarray, config: PhantomConfig, rng: np.random.Generato
     return fine, coarse
 
 
-def _ct_physics(hu: np.ndarray, rng: np.random.Generator, noise: tuple[float, float]) -> np.ndarray:
-    sigma = rng.uniform(*noise)
+def _ct_physics(hu: np.ndarray, rng: np.random.Generator, noise: tuple[float, float], scale: float = 1.0) -> np.ndarray:
+    """Quantum noise: ``noise`` is the standard deviation range (HU) on the reference grid; a grid
+    of smaller pixels has more noise per voxel (``scale``: at the same dose, the standard deviation
+    grows as one over the square root of the pixel area), as a scanner's finer reconstruction has."""
+    sigma = rng.uniform(*noise) * scale
     ct = hu + rng.normal(0.0, sigma, hu.shape).astype(np.float32)
     return np.clip(np.rint(ct), *CT_HU_RANGE).astype(np.float32)
 
@@ -1039,7 +1046,8 @@ def generate_patient(index: int, seed: int, config: PhantomConfig | None = None)
         label, lesions, masks = np.zeros(config.ct_shape, bool), [], []
     else:
         label, lesions, masks = _place_lesions(canvas, ct, pet, config.ct_spacing, config, rng_les, ref_canvas, reference)
-    ct_hu = _ct_physics(ct, rng_ct, config.ct_noise_hu)
+    pixel_area, reference_area = (float(np.prod(g.ct_spacing[:2])) for g in (config, reference))
+    ct_hu = _ct_physics(ct, rng_ct, config.ct_noise_hu, math.sqrt(reference_area / pixel_area))
     pet_suv, pet_coarse = _pet_physics(pet, config, rng_pet)
     for rec, (box, mask) in zip(lesions, masks):
         rec["suv_max"] = round(float(pet_suv[box][mask].max()), 2)
