@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from cocoseg_monai.data.discovery import NIFTI_SUFFIXES  # the image files the app reads
+
 __all__ = [
     "NAME_QUERY_KEYS",
     "Refused",
@@ -48,8 +50,6 @@ __all__ = [
 _PLAIN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 #: query parameters that name a study, label, tag, model, strategy or session: plain names only
 NAME_QUERY_KEYS = ("image", "id", "label", "tag", "model", "strategy", "session_id")
-#: image file suffixes the app reads (NIfTI); labels may also come as NRRD (3D Slicer's default)
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 class Refused(Exception):
