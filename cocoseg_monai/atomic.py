@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_torch_save", "publish", "discard"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_torch_save", "atomic_write_nifti", "publish", "discard"]
 
 _UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
 os.umask(_UMASK)  # ... and put it back at once
@@ -66,6 +66,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+def atomic_write_nifti(path: str | os.PathLike, array: Any, affine: Any) -> None:
+    """Write ``array`` with its RAS+ voxel-to-world ``affine`` (mm) as gzipped NIfTI-1 to ``path``
+    atomically; the qform and sform both hold the affine (code 1, scanner), units mm, and the
+    bytes are reproducible (no time stamp in the gzip header)."""
+    import gzip
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    data = gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+    with atomic_write(path, "wb") as f:
+        f.write(data)
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:

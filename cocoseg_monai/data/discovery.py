@@ -195,13 +195,16 @@ def find_pairs(folder: str | os.PathLike, require_labels: bool = True) -> list[d
 
 
 def image_format_of(path: str | os.PathLike) -> str:
-    """``"png"`` or ``"nifti"`` from a file name's suffix; :class:`DataError` otherwise."""
+    """``"png"`` or ``"nifti"`` from a file name's suffix, ``"dicom"`` for a folder (a DICOM
+    series, or a study holding one); :class:`DataError` otherwise."""
+    if Path(path).is_dir():
+        return "dicom"
     name = Path(path).name.lower()
     if name.endswith(".png"):
         return "png"
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
-    raise DataError(f"{path}: unsupported file type, expected .png, .nii or .nii.gz")
+    raise DataError(f"{path}: unsupported file type, expected .png, .nii or .nii.gz (or a DICOM series folder)")
 
 
 def _list_data_files(folder: Path) -> list[Path]:

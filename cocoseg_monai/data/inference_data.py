@@ -19,7 +19,8 @@ def inference_items(
 ) -> list[dict[str, Any]]:
     """Datalist items ``{"image": CT, "pet": PET, "patient": id}`` to run inference on.
 
-    Give either ``ct`` and ``pet`` (one study, NIfTI on their own grids), or ``dataset_dir``: a
+    Give either ``ct`` and ``pet`` (one study: NIfTI files on their own grids, or DICOM series
+    folders, which may be one study folder holding both), or ``dataset_dir``: a
     ``{CT,PET}`` folder of NIfTI volumes (masks optional), or a datalist JSON whose ``section``
     is used (all sections when ``section`` is ``"all"``).
 
@@ -30,8 +31,10 @@ def inference_items(
         if not (ct and pet):
             raise DataError(f"give both ct and pet (got ct={ct!r}, pet={pet!r})")
         for key, path in (("ct", ct), ("pet", pet)):
-            if not Path(path).is_file():
-                raise DataError(f"{key} file {path} does not exist")
+            if not Path(path).exists():
+                raise DataError(f"{key} {path} does not exist")
+        if Path(ct).is_dir() != Path(pet).is_dir():
+            raise DataError(f"give ct and pet both as NIfTI files or both as DICOM folders (got ct={ct!r}, pet={pet!r})")
         return [{"image": str(ct), "pet": str(pet), "patient": Path(ct).name.split(".")[0]}]
     if not dataset_dir:
         raise DataError("nothing to infer: give dataset_dir (a folder or datalist JSON) or ct and pet")

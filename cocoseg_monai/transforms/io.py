@@ -23,9 +23,11 @@ from monai.transforms import LoadImage, MapTransform
 
 from cocoseg_monai.data.discovery import DataError
 
-__all__ = ["IMAGE_FORMATS", "make_reader", "LoadImageChecked", "LoadImageCheckedd", "AtomicNibabelWriter", "AtomicPILWriter"]
+__all__ = ["IMAGE_FORMATS", "VOLUME_FORMATS", "make_reader", "LoadImageChecked", "LoadImageCheckedd", "AtomicNibabelWriter", "AtomicPILWriter"]
 
-IMAGE_FORMATS = ("png", "nifti")
+IMAGE_FORMATS = ("png", "nifti", "dicom")
+#: the formats that hold volumes (the network runs over their axial slices)
+VOLUME_FORMATS = ("nifti", "dicom")
 
 # PNG modes with colour, alpha or a palette: stored greyscale data is read through PIL's "L"
 # conversion so that every PNG yields one channel. 16-bit modes ("I;16*", "I") are left alone.
@@ -37,12 +39,14 @@ def _png_to_grey(img: Any) -> Any:
     return img.convert("L") if img.mode in _PNG_TO_GREY_MODES else img
 
 
-def make_reader(image_format: str | None) -> ImageReader | None:
+def make_reader(image_format: str | None, **reader_args: Any) -> ImageReader | None:
     """The MONAI reader for ``image_format``.
 
     ``"png"``: :class:`~monai.data.PILReader` with ``reverse_indexing=True`` (spatial axes
     ``(x, y)``) and colour/palette/1-bit images converted to 8-bit grey. ``"nifti"``:
-    :class:`~monai.data.NibabelReader`. ``None``: let MONAI pick by file suffix.
+    :class:`~monai.data.NibabelReader`. ``"dicom"``: a series folder, read by
+    :class:`~cocoseg_monai.dicom.reader.DicomSeriesReader` with ``reader_args`` (``modality``,
+    ``series_uid``, ``overrides``, ``suv``). ``None``: let MONAI pick by file suffix.
     """
     if image_format is None:
         return None
@@ -50,23 +54,30 @@ def make_reader(image_format: str | None) -> ImageReader | None:
         return PILReader(converter=_png_to_grey, reverse_indexing=True)
     if image_format == "nifti":
         return NibabelReader()
+    if image_format == "dicom":
+        from cocoseg_monai.dicom.reader import DicomSeriesReader
+
+        return DicomSeriesReader(**reader_args)
     raise ValueError(f"image_format must be one of {IMAGE_FORMATS} or None, got {image_format!r}")
 
 
 class LoadImageChecked(LoadImage):
     """MONAI :class:`~monai.transforms.LoadImage` that names the file when reading fails.
 
-    Input: a path to a PNG or NIfTI file. Output: float32 :class:`~monai.data.MetaTensor`
-    ``[1, W, H]`` (PNG, see the module docstring for the orientation) or ``[1, X, Y, Z]`` (NIfTI),
+    Input: a path to a PNG or NIfTI file, or a DICOM series folder. Output: float32
+    :class:`~monai.data.MetaTensor` ``[1, W, H]`` (PNG, see the module docstring for the
+    orientation) or ``[1, X, Y, Z]`` (NIfTI, DICOM),
     values as stored (PNG 16-bit stays 0..65535), with meta ``filename_or_obj``, ``affine`` and
     for PNG the PIL ``mode`` (used by :class:`~cocoseg_monai.transforms.DecodePNGIntensity`).
 
     Parameters
     ----------
     image_format
-        ``"png"``, ``"nifti"`` or None (reader chosen from the suffix).
+        ``"png"``, ``"nifti"``, ``"dicom"`` or None (reader chosen from the suffix).
     dtype
         Output dtype; float32 holds every 16-bit value exactly.
+    reader_args
+        Passed to the reader of ``"dicom"`` (see :func:`make_reader`).
 
     Raises
     ------
@@ -75,15 +86,20 @@ class LoadImageChecked(LoadImage):
         than one channel.
     """
 
-    def __init__(self, image_format: str | None = None, dtype: DtypeLike = np.float32) -> None:
-        super().__init__(reader=make_reader(image_format), image_only=True, dtype=dtype, ensure_channel_first=True)
+    def __init__(self, image_format: str | None = None, dtype: DtypeLike = np.float32,
+                 reader_args: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reader=make_reader(image_format, **dict(reader_args or {})), image_only=True, dtype=dtype,
+                         ensure_channel_first=True)
         self.image_format = image_format
 
     def __call__(self, filename: Any, reader: ImageReader | None = None) -> MetaTensor:  # type: ignore[override]
-        if isinstance(filename, (str, os.PathLike)) and not os.path.isfile(filename):
-            raise DataError(f"image file {filename} does not exist")
+        exists = os.path.isdir if self.image_format == "dicom" else os.path.isfile
+        if isinstance(filename, (str, os.PathLike)) and not exists(filename):
+            raise DataError(f"image {'folder' if self.image_format == 'dicom' else 'file'} {filename} does not exist")
         try:
             img = super().__call__(filename, reader)
+        except DataError:
+            raise  # the project's own readers name the file already
         except Exception as e:
             # MONAI/PIL/nibabel errors often omit the path (PIL: "image file is truncated")
             raise DataError(f"cannot read image file {filename}: {type(e).__name__}: {e}") from e
@@ -108,9 +124,10 @@ class LoadImageCheckedd(MapTransform):
         image_format: str | None = None,
         dtype: DtypeLike = np.float32,
         allow_missing_keys: bool = False,
+        reader_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadImageChecked(image_format, dtype)
+        self.loader = LoadImageChecked(image_format, dtype, reader_args)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

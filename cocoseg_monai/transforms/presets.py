@@ -54,7 +54,7 @@ from monai.transforms import (
 from cocoseg_monai.plan import DEFAULT_PLAN
 from cocoseg_monai.transforms.checks import CheckFinited, CheckGeometryd, CheckOverlapd, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
-from cocoseg_monai.transforms.io import IMAGE_FORMATS, LoadImageCheckedd
+from cocoseg_monai.transforms.io import IMAGE_FORMATS, VOLUME_FORMATS, LoadImageCheckedd
 from cocoseg_monai.transforms.label import BinarizeMaskd
 from cocoseg_monai.transforms.sampling import SAMPLING_CLASSES, HotspotSamplingMapd
 from cocoseg_monai.transforms.spacing import AntiAliasd
@@ -97,6 +97,7 @@ def get_preprocess_transforms(
     axcodes: str | None = DEFAULT_AXCODES,
     target_spacing: Sequence[float] | None = None,
     png_spacing: Sequence[float] | None = None,
+    dicom: Mapping[str, Any] | None = None,
 ) -> Compose:
     """Load, check, align, resample and normalise one datalist item (deterministic).
 
@@ -108,7 +109,9 @@ def get_preprocess_transforms(
     Parameters
     ----------
     image_format
-        ``"png"`` (slices) or ``"nifti"`` (volumes).
+        ``"png"`` (slices), ``"nifti"`` (volumes) or ``"dicom"`` (CT and PET series folders,
+        read in HU and SUV by :class:`~cocoseg_monai.dicom.reader.DicomSeriesReader`; a label
+        is read by its suffix).
     require_label
         False: ``"label"`` may be absent (inference); when present it is processed.
     ct_window
@@ -139,15 +142,28 @@ def get_preprocess_transforms(
     png_spacing
         PNG pixel size ``(x, y)`` in mm (a data set's ``spacing.json``); None: the pixels are
         taken to be at ``target_spacing`` (no resampling).
+    dicom
+        ``"dicom"`` only: series choice and SUV settings (see
+        :func:`~cocoseg_monai.dicom.reader.reader_args`).
     """
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     ct_min, ct_max = _pair(ct_window, "ct_window")
     no_label = not require_label
-    t: list[Any] = [
-        LoadImageCheckedd(keys=(CT, PET), image_format=image_format),
-        LoadImageCheckedd(keys=LABEL, image_format=image_format, allow_missing_keys=no_label),
-    ]
+    if image_format == "dicom":
+        from cocoseg_monai.dicom.reader import reader_args
+
+        args = reader_args(dicom)
+        t: list[Any] = [
+            LoadImageCheckedd(keys=CT, image_format="dicom", reader_args=args["CT"]),
+            LoadImageCheckedd(keys=PET, image_format="dicom", reader_args=args["PT"]),
+            LoadImageCheckedd(keys=LABEL, image_format=None, allow_missing_keys=no_label),
+        ]
+    else:
+        t = [
+            LoadImageCheckedd(keys=(CT, PET), image_format=image_format),
+            LoadImageCheckedd(keys=LABEL, image_format=image_format, allow_missing_keys=no_label),
+        ]
     if image_format == "png":
         t += [
             CheckSameSpatialShaped(keys=(CT, PET, LABEL), allow_missing_keys=no_label),
@@ -337,6 +353,7 @@ def get_infer_transforms(
     target_spacing: Sequence[float] | None = None,
     png_spacing: Sequence[float] | None = None,
     slice_size: Sequence[int] | None = None,
+    dicom: Mapping[str, Any] | None = None,
 ) -> Compose:
     """As :func:`get_val_transforms`, with ``"label"`` optional (processed when present), and
     each slice padded with zeros (air, no uptake after scaling) to at least ``slice_size``
@@ -347,13 +364,13 @@ def get_infer_transforms(
     """
     t = get_preprocess_transforms(
         image_format, False, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes,
-        target_spacing=target_spacing, png_spacing=png_spacing,
+        target_spacing=target_spacing, png_spacing=png_spacing, dicom=dicom,
     ).transforms  # fmt: skip
     if slice_size is not None:
         size = tuple(int(n) for n in slice_size)
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"slice_size must be 2 positive integers (x, y), got {slice_size}")
-        spatial = (*size, -1) if image_format == "nifti" else size
+        spatial = (*size, -1) if image_format in VOLUME_FORMATS else size
         t = (*t[:-1], SpatialPadd(keys=(CT, LABEL), spatial_size=spatial, allow_missing_keys=True), t[-1])
     return Compose(list(t))
 
