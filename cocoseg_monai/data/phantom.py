@@ -3,7 +3,7 @@
 No real patient data can be shipped, so this module draws plausible whole-torso CT (HU) and
 PET (SUV) studies with labelled lesions, reproducible from a seed.  Run it as::
 
-    python -m cocoseg_monai.data.phantom --out DIR --patients N --seed S --format png|nifti|both \
+    python -m cocoseg_monai.data.phantom --out DIR --patients N --seed S --format png|nifti|both|dicom \
         [--size PIXELS] [--fov MM] [--slices N] [--lesion-free-fraction F] [--include-head] [--preview PNG]
 
 Anatomy
@@ -48,6 +48,12 @@ Output layout (a contract with the rest of the project)
 * ``--format nifti``: ``DIR/{CT,PET,masks}/patient_{ID}.nii.gz``: CT int16 HU and mask uint8 on
   the CT grid, PET float32 SUV on the coarse PET grid.
 * ``--format both``: ``DIR/png/...`` and ``DIR/nifti/...`` as above.
+* ``--format dicom``: one folder per patient, ``DIR/dicom/patient_{ID}/``, as a PET/CT scanner
+  would deliver the study (:func:`write_study_dicom`): ``CT/CT_{num}.dcm`` and ``PET/PT_{num}.dcm``,
+  single-frame series of one study and frame of reference, the PET in Bq/ml; beside them
+  ``dicom.json`` (UIDs, patient weight, dose, times and the SUV -> Bq/ml factor), ``label.nii.gz``
+  (the mask, uint8, on the CT grid) and, to compare a DICOM reader against, the phantom's own
+  ``ct.nii.gz`` and ``pet.nii.gz`` as ``--format nifti`` writes them.
 * ``DIR/phantom.json``: generator parameters and, per patient, its lesions (site, diameter,
   intended and measured SUVmax, ...).
 
@@ -67,8 +73,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import datetime as dt
 import enum
-import gzip
 import io
 import json
 import math
@@ -85,7 +91,7 @@ from typing import Any
 
 import numpy as np
 
-from cocoseg_monai.atomic import atomic_write, atomic_write_json
+from cocoseg_monai.atomic import atomic_write, atomic_write_json, atomic_write_nifti
 from cocoseg_monai.data.discovery import SPACING_FILENAME
 
 __all__ = [
@@ -103,6 +109,7 @@ __all__ = [
     "is_lesion_free",
     "write_dataset",
     "write_study_nifti",
+    "write_study_dicom",
     "make_default_dataset",
     "save_preview",
     "patient_id",
@@ -1108,18 +1115,6 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         f.write(buf.getvalue())
 
 
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    data = gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)  # mtime=0: reproducible bytes
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-
-
 def _png_name(pid: str, k: int) -> str:
     return f"patient_{pid}_slice_{k + 1:04d}.png"
 
@@ -1145,7 +1140,7 @@ def write_study_nifti(study: PhantomStudy, ct: str | os.PathLike, pet: str | os.
     if label is not None:
         items.append((label, study.label.astype(np.uint8), study.ct_affine))
     for path, arr, affine in items:
-        _write_nifti(Path(path), arr, affine)
+        atomic_write_nifti(Path(path), arr, affine)
     return [Path(path) for path, _, _ in items]
 
 
@@ -1154,16 +1149,220 @@ def _write_nifti_study(root: Path, study: PhantomStudy) -> list[Path]:
     return write_study_nifti(study, root / "CT" / name, root / "PET" / name, root / "masks" / name)
 
 
-_FORMATS = ("png", "nifti", "both")
+# The DICOM study's acquisition: FDG injected at 09:00, the CT a few minutes before the PET, one
+# PET bed position of three minutes.
+_F18_HALF_LIFE_S = 6586.2
+_INJECTION = dt.datetime(2026, 1, 15, 9, 0, 0)
+_CT_LEAD_S = 300
+_PET_FRAME_MS = 180_000
+_DICOM_JSON = "dicom.json"
+
+
+def _dicom_uid(study: PhantomStudy, what: str) -> str:
+    """A UID that the same patient of the same data set (seed, index, configuration) always gets."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[
+        "cocoseg_monai.data.phantom", PHANTOM_VERSION, str(study.seed), str(study.index),
+        json.dumps(study.config.to_dict(), sort_keys=True), what,
+    ])
+
+
+def _da(t: dt.datetime) -> str:
+    return f"{t:%Y%m%d}"
+
+
+def _tm(t: dt.datetime) -> str:
+    return f"{t:%H%M%S}.{t.microsecond // 10_000:02d}"
+
+
+def _series_times(t: dt.datetime) -> dict[str, str]:
+    """SeriesDate/Time, AcquisitionDate/Time and ContentDate/Time, all ``t``."""
+    return {f"{what}{part}": f(t) for what in ("Series", "Acquisition", "Content")
+            for part, f in (("Date", _da), ("Time", _tm))}
+
+
+def _rows_anterior_first(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same voxels at the same places with the ``y`` axis reversed: the phantom's ``y`` runs
+    posterior to anterior, a scanner's image rows run anterior to posterior."""
+    flip = np.eye(4)
+    flip[1, 1], flip[1, 3] = -1.0, array.shape[1] - 1
+    return array[:, ::-1, :], affine @ flip
+
+
+def write_study_dicom(study: PhantomStudy, folder: str | os.PathLike, *, transfer_syntax: str | None = None,
+                      scan_time: dt.datetime | None = None) -> dict[str, Any]:
+    """Write one study as a PET/CT scanner delivers it: a CT and a PET series in DICOM.
+
+    ``folder/CT/CT_{num}.dcm`` holds :attr:`PhantomStudy.ct_hu` (HU) on the CT grid and
+    ``folder/PET/PT_{num}.dcm`` :attr:`PhantomStudy.pet_suv_coarse` on the coarse PET grid, as
+    activity concentration (Units ``BQML``) decay-corrected to the series start:
+    ``Bq/ml = SUV * decayed_dose / weight_g``, ``decayed_dose = dose * 2 ** (-(series_time -
+    injection_time) / half_life)``, which is what a body-weight SUV computed from the files undoes.
+    Both series share one study, one frame of reference and the patient attributes; the files are
+    written by :func:`cocoseg_monai.dicom.writer.write_series` (number ``num`` = InstanceNumber,
+    slice ``z`` index + 1). The images are stored as a scanner stores an axial series, row 0 the
+    most anterior and column 0 the patient's right (ImageOrientationPatient ``1\\0\\0\\0\\1\\0``),
+    so viewers show them upright: a reader returns the phantom's arrays with the ``y`` axis
+    reversed and an affine that says so. ``folder/dicom.json`` records what was written (see
+    Returns).
+
+    The patient is drawn from its own stream, ``default_rng([seed, index, 7])``, which leaves the
+    images unchanged: weight 50-110 kg, height 1.55-1.95 m, sex, an FDG dose of 3.3-4.1 MBq/kg
+    injected at 09:00:00 on 2026-01-15 (F-18, half-life 6586.2 s) and the PET series 60-75 min
+    later; the CT series (and the study time) 5 min before it. Every UID is derived from the
+    generator version, the seed, the index and the configuration, so a rerun writes the same UIDs.
+
+    PET is stored 16-bit with each slice's own RescaleSlope (the slice's largest value at 32767):
+    the SUV read back from the files differs from :attr:`PhantomStudy.pet_suv_coarse` by at most
+    half a quantisation step of its slice, ``SUVmax_slice / 65534`` (0.001 at SUV 65). CT values are
+    integer HU and round-trip exactly.
+
+    Parameters
+    ----------
+    study
+        The patient, from :func:`generate_patient`.
+    folder
+        The patient's folder; created if missing. Files of the same names are replaced.
+    transfer_syntax
+        ``None`` (Explicit VR Little Endian) or a lossless syntax of
+        :data:`cocoseg_monai.dicom.writer.COMPRESSED_TRANSFER_SYNTAXES`. JPEG 2000 needs frames of
+        at least 32 x 32 pixels (the PET grid of ``size`` 32 is smaller): the encoder's refusal
+        is a ValueError, after the CT series is written.
+    scan_time
+        Start of the PET series (SeriesTime, AcquisitionTime, the decay reference), used to the
+        hundredth of a second the DICOM times carry; must be after the injection. Default: the
+        drawn time.
+
+    Returns
+    -------
+    dict
+        JSON-ready, also written to ``folder/dicom.json``: the patient attributes, the UIDs, the
+        dose, times (ISO 8601), ``decayed_dose_bq`` and ``suv_to_bqml`` (the factor from SUV to
+        the stored activity), the transfer syntax and, per series (``"ct"``, ``"pet"``), its UID,
+        time, shape and files relative to ``folder``.
+    """
+    from pydicom.uid import UID, ExplicitVRLittleEndian
+
+    from cocoseg_monai.dicom.writer import write_series
+
+    rng = np.random.default_rng([study.seed, study.index, 7])
+    weight_kg = round(float(rng.uniform(50.0, 110.0)), 1)
+    height_m = round(float(rng.uniform(1.55, 1.95)), 2)
+    sex = "MF"[int(rng.integers(2))]
+    dose_bq = round(weight_kg * float(rng.uniform(3.3e6, 4.1e6)), -5)
+    uptake_s = int(rng.integers(60 * 60, 75 * 60 + 1))
+    if scan_time is None:
+        pet_time = _INJECTION + dt.timedelta(seconds=uptake_s)
+    elif not isinstance(scan_time, dt.datetime) or scan_time <= _INJECTION:
+        raise ValueError(f"scan_time must be a datetime after the injection at {_INJECTION.isoformat()}, "
+                         f"got {scan_time!r}")
+    else:
+        pet_time = scan_time.replace(microsecond=scan_time.microsecond // 10_000 * 10_000)
+    ct_time = pet_time - dt.timedelta(seconds=_CT_LEAD_S)
+    decayed_bq = dose_bq * 2.0 ** (-(pet_time - _INJECTION).total_seconds() / _F18_HALF_LIFE_S)
+    suv_to_bqml = decayed_bq / (weight_kg * 1000.0)
+    # One static frame, decay-corrected to its start: the factor is the frame's mean decay, and
+    # the reference time the moment the activity equals that mean.
+    lam = math.log(2.0) / _F18_HALF_LIFE_S
+    frame_s = _PET_FRAME_MS / 1000.0
+    decay_factor = lam * frame_s / -math.expm1(-lam * frame_s)
+    frame_reference_ms = math.log(decay_factor) / lam * 1000.0
+
+    pid = study.patient_id
+    shared = {
+        "PatientName": f"PHANTOM^{pid}", "PatientID": f"PHANTOM_{pid}", "PatientSex": sex,
+        "PatientWeight": weight_kg, "PatientSize": height_m,
+        "StudyInstanceUID": _dicom_uid(study, "study"), "StudyDate": _da(ct_time), "StudyTime": _tm(ct_time),
+        "StudyID": pid, "StudyDescription": "PET/CT whole body (CoCoSeg phantom)",
+        "FrameOfReferenceUID": _dicom_uid(study, "frame of reference"),
+        "ManufacturerModelName": "cocoseg_monai.data.phantom", "SoftwareVersions": PHANTOM_VERSION,
+    }
+    ct_series = {
+        "SeriesInstanceUID": _dicom_uid(study, "CT series"), "SeriesNumber": 1,
+        "SeriesDescription": "CT whole body", **_series_times(ct_time),
+        "KVP": 120, "ConvolutionKernel": "STANDARD", "WindowCenter": 40, "WindowWidth": 400,
+    }
+    pet_series = {
+        "SeriesInstanceUID": _dicom_uid(study, "PET series"), "SeriesNumber": 2,
+        "SeriesDescription": "PET whole body AC", **_series_times(pet_time),
+        "Units": "BQML", "DecayCorrection": "START",
+        "CorrectedImage": ["ATTN", "DECY", "SCAT", "DTIM", "RAN", "NORM"],
+        "DecayFactor": decay_factor, "FrameReferenceTime": frame_reference_ms,
+        "ActualFrameDuration": _PET_FRAME_MS,
+        "RadiopharmaceuticalInformationSequence": [{
+            "Radiopharmaceutical": "Fludeoxyglucose",
+            "RadiopharmaceuticalStartTime": _tm(_INJECTION),
+            "RadiopharmaceuticalStartDateTime": _da(_INJECTION) + _tm(_INJECTION),
+            "RadionuclideTotalDose": dose_bq, "RadionuclideHalfLife": _F18_HALF_LIFE_S,
+            "RadionuclidePositronFraction": 0.9673,
+            "RadionuclideCodeSequence": [
+                {"CodeValue": "C-111A1", "CodingSchemeDesignator": "SRT", "CodeMeaning": "^18^Fluorine"}],
+            "RadiopharmaceuticalCodeSequence": [
+                {"CodeValue": "C-B1031", "CodingSchemeDesignator": "SRT", "CodeMeaning": "Fluorodeoxyglucose F^18^"}],
+        }],
+    }
+    out = Path(folder)
+    ct_hu, ct_affine = _rows_anterior_first(study.ct_hu, study.ct_affine)
+    ct_files = write_series(ct_hu, ct_affine, out / "CT", "CT", study=shared, series=ct_series,
+                            transfer_syntax=transfer_syntax)
+    pet_bqml, pet_affine = _rows_anterior_first(study.pet_suv_coarse.astype(np.float64) * suv_to_bqml,
+                                                study.pet_affine)
+    pet_files = write_series(pet_bqml, pet_affine, out / "PET", "PT", study=shared, series=pet_series,
+                             transfer_syntax=transfer_syntax)
+    syntax = UID(transfer_syntax or ExplicitVRLittleEndian)
+    info = {
+        "patient_id": shared["PatientID"], "patient_name": shared["PatientName"], "patient_sex": sex,
+        "patient_weight_kg": weight_kg, "patient_size_m": height_m,
+        "study_instance_uid": shared["StudyInstanceUID"],
+        "frame_of_reference_uid": shared["FrameOfReferenceUID"],
+        "radiopharmaceutical": "Fludeoxyglucose", "radionuclide_total_dose_bq": dose_bq,
+        "radionuclide_half_life_s": _F18_HALF_LIFE_S, "injection_time": _INJECTION.isoformat(),
+        "decay_correction": "START", "decayed_dose_bq": decayed_bq, "suv_to_bqml": suv_to_bqml,
+        "transfer_syntax": str(syntax), "transfer_syntax_name": syntax.name,
+        "ct": {"series_instance_uid": ct_series["SeriesInstanceUID"], "series_time": ct_time.isoformat(),
+               "shape": list(study.ct_hu.shape), "units": "HU",
+               "files": [p.relative_to(out).as_posix() for p in ct_files]},
+        "pet": {"series_instance_uid": pet_series["SeriesInstanceUID"], "series_time": pet_time.isoformat(),
+                "shape": list(study.pet_suv_coarse.shape), "units": "BQML",
+                "decay_factor": decay_factor, "frame_reference_time_ms": frame_reference_ms,
+                "files": [p.relative_to(out).as_posix() for p in pet_files]},
+    }
+    atomic_write_json(out / _DICOM_JSON, info)
+    return info
+
+
+def _write_dicom_study(root: Path, study: PhantomStudy) -> list[Path]:
+    folder = root / f"patient_{study.patient_id}"
+    info = write_study_dicom(study, folder)
+    nifti = write_study_nifti(study, folder / "ct.nii.gz", folder / "pet.nii.gz", folder / "label.nii.gz")
+    return [folder / name for name in (*info["ct"]["files"], *info["pet"]["files"], _DICOM_JSON)] + nifti
+
+
+_FORMATS = ("png", "nifti", "both", "dicom")
 _OWN_NAME = re.compile(r"^patient_[0-9]{3}(_slice_[0-9]{4}\.png|\.nii\.gz)$")
+# --format dicom: the patient folders, and the files of one beside its series folders
+_OWN_PATIENT = re.compile(r"^patient_[0-9]{3}$")
+_OWN_PATIENT_FILE = re.compile(r"^((ct|pet|label)\.nii\.gz|dicom\.json)$")
 
 
-def _warn_foreign_files(roots: Sequence[Path], written: set[Path], log: Callable[[str], None]) -> None:
+def _own_files(root: Path, layout: str) -> list[Path]:
+    """The files under ``root`` that a reader of ``layout`` ("png", "nifti" or "dicom") takes as data."""
+    if layout != "dicom":
+        return [p for folder in ("CT", "PET", "masks") if (root / folder).is_dir()
+                for p in (root / folder).iterdir() if _OWN_NAME.match(p.name)]
+    patients = [d for d in root.iterdir() if d.is_dir() and _OWN_PATIENT.match(d.name)] if root.is_dir() else []
+    # a series folder is read whole, whatever its files are called (an atomic write's
+    # temporary files start with ".")
+    return [p for d in patients for p in d.iterdir() if _OWN_PATIENT_FILE.match(p.name)] + [
+        p for d in patients for series in ("CT", "PET") if (d / series).is_dir()
+        for p in (d / series).iterdir() if p.is_file() and not p.name.startswith(".")
+    ]
+
+
+def _warn_foreign_files(roots: dict[str, Path], written: set[Path], log: Callable[[str], None]) -> None:
     """Files of our naming pattern that this run did not write would be read as data."""
-    stale = sorted(
-        p for r in roots for folder in ("CT", "PET", "masks") if (r / folder).is_dir()
-        for p in (r / folder).iterdir() if _OWN_NAME.match(p.name) and p not in written
-    )
+    stale = sorted(p for layout, root in roots.items() for p in _own_files(root, layout) if p not in written)
     if stale:
         msg = (f"{len(stale)} file(s) from an earlier run are left in the output folder and will be "
                f"read as data, e.g. {stale[0]}; delete them or use a fresh --out folder")
@@ -1186,7 +1385,7 @@ def write_dataset(out_dir: str | os.PathLike, patients: int, seed: int, fmt: str
     seed
         Data set seed (non-negative integer).
     fmt
-        ``"png"``, ``"nifti"`` or ``"both"``.
+        ``"png"``, ``"nifti"``, ``"both"`` (png and nifti) or ``"dicom"``.
     config
         Geometry and physics; :class:`PhantomConfig` defaults when ``None``.
     preview
@@ -1210,17 +1409,20 @@ def write_dataset(out_dir: str | os.PathLike, patients: int, seed: int, fmt: str
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output path {out} exists and is not a folder")
     log = log or (lambda _msg: None)
-    roots = {"png": [out], "nifti": [out], "both": [out / "png", out / "nifti"]}[fmt]
+    roots = {"png": {"png": out}, "nifti": {"nifti": out}, "both": {"png": out / "png", "nifti": out / "nifti"},
+             "dicom": {"dicom": out / "dicom"}}[fmt]
     written: set[Path] = set()
     records = []
     preview_done = preview is None
     t0 = time.perf_counter()
     for i in range(int(patients)):
         study = generate_patient(i, int(seed), config)
-        if fmt in ("png", "both"):
-            written.update(_write_png_study(roots[0], study))
-        if fmt in ("nifti", "both"):
-            written.update(_write_nifti_study(roots[-1], study))
+        if "png" in roots:
+            written.update(_write_png_study(roots["png"], study))
+        if "nifti" in roots:
+            written.update(_write_nifti_study(roots["nifti"], study))
+        if "dicom" in roots:
+            written.update(_write_dicom_study(roots["dicom"], study))
         if not preview_done and study.lesions:
             save_preview(study, preview)
             preview_done = True
@@ -1228,8 +1430,8 @@ def write_dataset(out_dir: str | os.PathLike, patients: int, seed: int, fmt: str
         log(f"patient {study.patient_id}: {len(study.lesions)} lesion(s) "
             f"[{time.perf_counter() - t0:.1f} s]")
     _warn_foreign_files(roots, written, log)
-    if fmt in ("png", "both"):  # PNG carries no pixel size: say it where discovery reads it
-        atomic_write_json(roots[0] / SPACING_FILENAME, {"spacing_mm": [round(s, 6) for s in config.ct_spacing]})
+    if "png" in roots:  # PNG carries no pixel size: say it where discovery reads it
+        atomic_write_json(roots["png"] / SPACING_FILENAME, {"spacing_mm": [round(s, 6) for s in config.ct_spacing]})
     meta = {
         "generator": "cocoseg_monai.data.phantom",
         "version": PHANTOM_VERSION,
@@ -1446,7 +1648,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=_positive_int("--patients"), default=d["patients"],
                    help=f"number of patients (default {d['patients']})")
     p.add_argument("--seed", type=_positive_int("--seed", 0), default=d["seed"], help=f"seed (default {d['seed']})")
-    p.add_argument("--format", choices=_FORMATS, default=d["format"], help="png, nifti or both (default png)")
+    p.add_argument("--format", choices=_FORMATS, default=d["format"],
+                   help="png, nifti, both (png and nifti) or dicom (default png)")
     p.add_argument("--size", type=_positive_int("--size", 32), default=cfg.size,
                    help=f"CT in-plane pixels (default {cfg.size})")
     p.add_argument("--fov", type=_positive_float("--fov"), default=cfg.fov_mm,
