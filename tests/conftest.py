@@ -23,3 +23,29 @@ def error_chain(error: BaseException | None) -> str:
     the user sees the whole chain in the traceback, so tests read the whole chain.
     """
     return "\n".join(f"{type(e).__name__}: {e}" for e in chain_of(error))
+
+
+def tiny_network():
+    """A CoCoSegNet of :data:`TINY_FEATURES` whose random weights mark a mix of both classes."""
+    from cocoseg_monai.networks import CoCoSegNet
+
+    net = CoCoSegNet(features=TINY_FEATURES).eval()
+    with torch.no_grad():
+        for cam in net.attention:
+            cam.gamma.fill_(0.3)
+        net.head.conv.bias.copy_(torch.tensor([0.0, -0.02]))
+    return net
+
+
+def write_tiny_run(run, **plan_settings):
+    """A training run's layout in ``run``: :func:`tiny_network`'s weights in ``models/model.pt``
+    and their plan (``plan_settings`` over the defaults). Returns ``run``."""
+    from pathlib import Path
+
+    from cocoseg_monai.plan import make_plan, write_plan
+
+    run = Path(run)
+    (run / "models").mkdir(parents=True, exist_ok=True)
+    torch.save(tiny_network().state_dict(), run / "models" / "model.pt")
+    write_plan(run, make_plan(features=list(TINY_FEATURES), **plan_settings))
+    return run

@@ -10,7 +10,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("highdicom", reason="highdicom (a package dependency) is not installed")
 
@@ -18,10 +17,8 @@ from cocoseg_monai.cli import main  # noqa: E402
 from cocoseg_monai.data.phantom import PhantomConfig, generate_patient, write_study_dicom, write_study_nifti  # noqa: E402
 from cocoseg_monai.dicom.seg import read_seg  # noqa: E402
 from cocoseg_monai.dicom.series import read_series  # noqa: E402
-from cocoseg_monai.networks import CoCoSegNet  # noqa: E402
-from cocoseg_monai.plan import make_plan, write_plan  # noqa: E402
 
-from .conftest import TINY_FEATURES  # noqa: E402
+from .conftest import write_tiny_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +101,7 @@ def test_nothing_to_convert_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A training run's layout with tiny random weights and their plan."""
-    run = tmp_path_factory.mktemp("run")
-    net = CoCoSegNet(features=TINY_FEATURES).eval()
-    with torch.no_grad():
-        for cam in net.attention:
-            cam.gamma.fill_(0.3)
-        net.head.conv.bias.copy_(torch.tensor([0.0, -0.02]))  # a mix of both classes from random weights
-    (run / "models").mkdir()
-    torch.save(net.state_dict(), run / "models" / "model.pt")
-    write_plan(run, make_plan(features=list(TINY_FEATURES), target_spacing=[7.0, 7.0], slice_size=[64, 64]))
-    return run
+    return write_tiny_run(tmp_path_factory.mktemp("run"), target_spacing=[7.0, 7.0], slice_size=[64, 64])
 
 
 def test_infer_on_series_folders_writes_the_label_and_a_seg_with_the_same_frames(phantom, run, tmp_path):

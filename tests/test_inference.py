@@ -19,18 +19,14 @@ from cocoseg_monai.networks import CoCoSegNet
 from cocoseg_monai.plan import load_plan, make_plan, write_plan
 from cocoseg_monai.transforms import get_infer_transforms
 
-from .conftest import TINY_FEATURES, error_chain
+from .conftest import TINY_FEATURES, error_chain, tiny_network
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, Path, CoCoSegNet]:
     root = tmp_path_factory.mktemp("volumes")
     write_dataset(root, patients=1, seed=5, fmt="nifti", config=PhantomConfig(size=48, slices=6))
-    net = CoCoSegNet(features=TINY_FEATURES).eval()
-    with torch.no_grad():
-        for cam in net.attention:
-            cam.gamma.fill_(0.3)
-        net.head.conv.bias.copy_(torch.tensor([0.0, -0.02]))  # a mix of both classes from random weights
+    net = tiny_network()
     ckpt = root / "model.pt"
     torch.save(net.state_dict(), ckpt)
     return root, ckpt, net

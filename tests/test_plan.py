@@ -11,12 +11,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from cocoseg_monai.bundle import config_path, run_bundle
 from cocoseg_monai.data import DataError, build_datalist, find_pairs, read_spacing
 from cocoseg_monai.data.phantom import PhantomConfig, main as phantom_main, write_dataset
-from cocoseg_monai.networks import CoCoSegNet
 from cocoseg_monai.plan import (
     DEFAULT_PLAN,
     PLAN_KEYS,
@@ -24,14 +22,12 @@ from cocoseg_monai.plan import (
     check_plan,
     find_plan,
     load_plan,
-    make_plan,
     resolve_png_spacing,
     resolve_target_spacing,
-    write_plan,
 )
 from cocoseg_monai.transforms import get_infer_transforms, get_val_transforms
 
-from .conftest import TINY_FEATURES, error_chain
+from .conftest import TINY_FEATURES, error_chain, write_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +40,7 @@ def study(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A training run's weights and plan: 12 mm pixels (the studies have 7.8 mm), slices padded to 48."""
-    run = tmp_path_factory.mktemp("run")
-    net = CoCoSegNet(features=TINY_FEATURES).eval()
-    with torch.no_grad():
-        for cam in net.attention:
-            cam.gamma.fill_(0.3)
-        net.head.conv.bias.copy_(torch.tensor([0.0, -0.02]))  # a mix of both classes from random weights
-    (run / "models").mkdir()
-    torch.save(net.state_dict(), run / "models" / "model.pt")
-    write_plan(run, make_plan(features=list(TINY_FEATURES), target_spacing=[12.0, 12.0], slice_size=[48, 48]))
-    return run
+    return write_tiny_run(tmp_path_factory.mktemp("run"), target_spacing=[12.0, 12.0], slice_size=[48, 48])
 
 
 def _infer(run: Path, ct: Path, pet: Path, out: Path, configs=("inference",), **overrides) -> np.ndarray:
