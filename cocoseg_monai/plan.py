@@ -36,14 +36,15 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cocoseg_monai import conventions
 from cocoseg_monai.atomic import atomic_write
 from cocoseg_monai.data.discovery import SPACING_FILENAME, read_spacing
+from cocoseg_monai.errors import PlanError
 
 __all__ = [
     "DEFAULT_PLAN",
     "PLAN_FILENAME",
     "PLAN_KEYS",
-    "PlanError",
     "check_plan",
     "find_plan",
     "load_plan",
@@ -70,12 +71,10 @@ DEFAULT_PLAN: dict[str, Any] = {
     "out_channels": 2,
     # the input: channel order, intensity scaling, PNG encodings
     "channels": ["CT", "PET"],
-    # CT soft-tissue window (level 40 HU, width 400 HU): hypodense liver lesions (~15 HU below the
-    # liver) and nodes in fat stay apart after scaling; air and lung clip to 0, bone to 1
-    "ct_window": [-160.0, 240.0],
-    "suv_max": 20.0,
-    "ct_png_offset": 1024.0,  # 16-bit CT PNG: HU = value - offset
-    "pet_png_scale": 1000.0,  # 16-bit PET PNG: SUV = value / scale
+    "ct_window": list(conventions.DEFAULT_CT_WINDOW),
+    "suv_max": conventions.DEFAULT_SUV_MAX,
+    "ct_png_offset": float(conventions.CT_PNG_OFFSET),  # 16-bit CT PNG: HU = value - offset
+    "pet_png_scale": conventions.PET_PNG_SCALE,  # 16-bit PET PNG: SUV = value / scale
     # the grid: volumes are reoriented so that their axial slices look like radiological PNG
     # slices as MONAI's PIL reader loads them (x: patient's right -> left, y: anterior ->
     # posterior), then resampled in-plane to target_spacing (mm; null: each file's own grid)
@@ -95,11 +94,6 @@ BINDING_KEYS = (
     "features", "attention_kernel_size", "share_vgg", "out_channels", "ct_window", "suv_max",
     "ct_png_offset", "pet_png_scale", "axcodes", "target_spacing", "slice_size",
 )  # fmt: skip
-
-
-class PlanError(ValueError):
-    """A plan that is missing, unreadable, incomplete, or contradicted by a setting; the message
-    names the file and the keys."""
 
 
 def _version() -> str:

@@ -8,11 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SettingsError", "check_training_settings"]
+from cocoseg_monai.errors import SettingsError
 
-
-class SettingsError(ValueError):
-    """A run setting is out of its range; the message names the setting and the value."""
+__all__ = ["check_training_settings"]
 
 
 def _positive_int(name: str, value: Any) -> None:

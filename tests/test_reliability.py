@@ -20,7 +20,7 @@ from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
 from cocoseg_monai.handlers import NonFiniteLossError
 from cocoseg_monai.losses import build_loss
 from cocoseg_monai.networks import CoCoSegNet, load_weights
-from cocoseg_monai.settings import SettingsError
+from cocoseg_monai.errors import SettingsError
 
 from .conftest import TINY_FEATURES, error_chain
 

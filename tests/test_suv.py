@@ -15,7 +15,7 @@ import re
 import pytest
 from pydicom import Dataset
 
-from cocoseg_monai.dicom.common import DicomError
+from cocoseg_monai.errors import DicomError
 from cocoseg_monai.dicom.suv import SUVOverrides, SUVResult, suv_factor
 
 HALF_LIFE = 6586.2

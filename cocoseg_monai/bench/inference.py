@@ -9,7 +9,6 @@ network weights are random (speed does not depend on them). One warm-up volume i
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys

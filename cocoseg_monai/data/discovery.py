@@ -25,9 +25,19 @@ from typing import Any
 import numpy as np
 
 from cocoseg_monai.atomic import atomic_write_json
+from cocoseg_monai.conventions import (
+    DATALIST_SECTIONS,
+    MODALITY_FOLDERS,
+    NIFTI_SUFFIXES,
+    PATH_KEYS,
+    PNG_NAME_PATTERN,
+    PNG_NAME_TEMPLATE,
+    SPACING_FILENAME,
+    SPLIT_FOLDERS,
+)
+from cocoseg_monai.errors import DataError
 
 __all__ = [
-    "DataError",
     "MODALITY_FOLDERS",
     "SPLIT_FOLDERS",
     "DATALIST_SECTIONS",
@@ -47,22 +57,6 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
-    """The data on disk (or a datalist) does not follow the expected layout, naming or content."""
-
-
-#: datalist key -> folder name of that modality
-MODALITY_FOLDERS: dict[str, str] = {"image": "CT", "pet": "PET", "label": "masks"}
-#: datalist section -> folder name in a pre-split root
-SPLIT_FOLDERS: dict[str, str] = {"training": "train", "validation": "val", "test": "test"}
-DATALIST_SECTIONS: tuple[str, ...] = ("training", "validation", "test")
-PATH_KEYS: tuple[str, ...] = ("image", "pet", "label")
-
-PNG_NAME_TEMPLATE = "patient_{ID}_slice_{num}.png"
-PNG_NAME_PATTERN = re.compile(r"^patient_(?P<patient>[A-Za-z0-9-]+)_slice_(?P<slice>[0-9]+)\.png$")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-#: beside PNG slices (in the data root): their pixel size, ``{"spacing_mm": [x, y]}`` or ``[x, y, z]``
-SPACING_FILENAME = "spacing.json"
 _NIFTI_PATIENT = re.compile(r"^patient_(?P<patient>.+)$")
 # files an OS or a file browser drops into folders; never data
 _JUNK_FILES = {"thumbs.db", "desktop.ini"}

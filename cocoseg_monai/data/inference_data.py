@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .discovery import DataError, detect_layout, find_pairs, load_datalist
+from ..errors import DataError
+from .discovery import detect_layout, find_pairs, load_datalist
 
 __all__ = ["inference_items"]
 

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .discovery import NIFTI_SUFFIXES, DataError
+from ..errors import DataError
+from .discovery import NIFTI_SUFFIXES
 
 __all__ = ["has_lesion", "lesion_weighted_sampler"]
 

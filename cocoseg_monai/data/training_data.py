@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .discovery import DataError, build_datalist, load_datalist, write_datalist
+from ..errors import DataError
+from .discovery import build_datalist, load_datalist, write_datalist
 
 __all__ = ["prepare_training_data", "DATALIST_FILENAME"]
 

@@ -1,5 +1,5 @@
 """DICOM in and out: CT and PET series from the scanner, body-weight SUV, DICOM SEG back."""
 
-from .common import DicomError
+from cocoseg_monai.errors import DicomError
 
 __all__ = ["DicomError"]

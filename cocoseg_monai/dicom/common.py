@@ -6,13 +6,9 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from cocoseg_monai.data.discovery import DataError
+from cocoseg_monai.errors import DicomError
 
-__all__ = ["DicomError", "attribute", "has_value", "parse_da", "parse_tm", "parse_dt", "date_time"]
-
-
-class DicomError(DataError):
-    """A DICOM series that cannot be read correctly; the message names the attribute or files."""
+__all__ = ["attribute", "has_value", "parse_da", "parse_tm", "parse_dt", "date_time"]
 
 
 def has_value(ds: Any, keyword: str) -> bool:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from cocoseg_monai.atomic import atomic_write_json, atomic_write_nifti
+from cocoseg_monai.errors import DicomError
 
-from .common import DicomError
 from .series import SeriesVolume, read_series
 from .suv import SUVOverrides, SUVResult, suv_factor
 

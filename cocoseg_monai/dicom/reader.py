@@ -11,7 +11,8 @@ import numpy as np
 from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from .common import DicomError
+from cocoseg_monai.errors import DicomError
+
 from .convert import SUV_KINDS, read_ct, read_pet_suv
 from .series import SeriesVolume
 from .suv import SUVOverrides

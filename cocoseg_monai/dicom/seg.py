@@ -19,8 +19,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from cocoseg_monai.atomic import atomic_write
-
-from .common import DicomError
+from cocoseg_monai.errors import DicomError
 
 __all__ = ["ALGORITHM_NAME", "write_seg", "read_seg", "SaveDicomSegd"]
 

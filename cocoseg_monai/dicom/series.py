@@ -39,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from .common import DicomError, attribute
+from cocoseg_monai.errors import DicomError
+
+from .common import attribute
 
 __all__ = [
     "IMAGE_SOP_CLASSES",

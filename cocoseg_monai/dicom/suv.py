@@ -50,7 +50,9 @@ from typing import Any
 from pydicom.datadict import tag_for_keyword
 from pydicom.tag import Tag
 
-from .common import DicomError, attribute, has_value, parse_da, parse_dt, parse_tm
+from cocoseg_monai.errors import DicomError
+
+from .common import attribute, has_value, parse_da, parse_dt, parse_tm
 
 __all__ = ["SUVOverrides", "SUVResult", "suv_factor"]
 

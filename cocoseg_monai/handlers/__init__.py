@@ -5,7 +5,8 @@ from __future__ import annotations
 from .checkpoint import SchedulerPosition, TrainingCheckpointer
 from .gradient_clip import GradientClipping
 from .history import HISTORY_KEYS, HistoryWriter
-from .nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
+from ..errors import NonFiniteLossError
+from .nonfinite import StopOnNonFiniteLoss
 from .output import stack_from_engine
 from .seeding import EpochSeeder
 from .case_evaluation import BASELINES, CaseEvaluationWriter

@@ -7,11 +7,9 @@ from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
-__all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss"]
+from cocoseg_monai.errors import NonFiniteLossError
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+__all__ = ["StopOnNonFiniteLoss"]
 
 
 class StopOnNonFiniteLoss:

@@ -42,7 +42,8 @@ from monailabel.tasks.activelearning.random import Random
 from cocoseg_monai import __version__
 from cocoseg_monai.atomic import atomic_write, atomic_write_json
 from cocoseg_monai.bundle import bundle_dir
-from cocoseg_monai.data.discovery import DataError, split_by_patient, strip_nifti_suffix, write_datalist
+from cocoseg_monai.data.discovery import split_by_patient, strip_nifti_suffix, write_datalist
+from cocoseg_monai.errors import DataError
 from cocoseg_monai.errors import error_chain, project_cause
 from cocoseg_monai.plan import BINDING_KEYS, PLAN_FILENAME, find_plan, load_plan
 

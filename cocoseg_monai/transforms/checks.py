@@ -10,7 +10,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-from cocoseg_monai.data.discovery import DataError
+from cocoseg_monai.errors import DataError
 from cocoseg_monai.transforms.meta import filename_of
 
 __all__ = ["CheckFinite", "CheckFinited", "CheckSameSpatialShaped", "CheckOverlapd", "CheckGeometryd"]

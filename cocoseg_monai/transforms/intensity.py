@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple_rep
 
-from cocoseg_monai.data.discovery import DataError
+from cocoseg_monai.errors import DataError
 from cocoseg_monai.transforms.meta import filename_of
 
 __all__ = [

@@ -21,7 +21,7 @@ from monai.config import DtypeLike, KeysCollection
 from monai.data import ImageReader, MetaTensor, NibabelReader, NibabelWriter, PILReader, PILWriter
 from monai.transforms import LoadImage, MapTransform
 
-from cocoseg_monai.data.discovery import DataError
+from cocoseg_monai.errors import DataError
 
 __all__ = ["IMAGE_FORMATS", "VOLUME_FORMATS", "make_reader", "LoadImageChecked", "LoadImageCheckedd", "AtomicNibabelWriter", "AtomicPILWriter"]
 

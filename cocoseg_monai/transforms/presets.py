@@ -54,6 +54,7 @@ from monai.transforms import (
 from cocoseg_monai.plan import DEFAULT_PLAN
 from cocoseg_monai.transforms.checks import CheckFinited, CheckGeometryd, CheckOverlapd, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
+from cocoseg_monai.conventions import CT_KEY, LABEL_KEY, PET_KEY
 from cocoseg_monai.transforms.io import IMAGE_FORMATS, VOLUME_FORMATS, LoadImageCheckedd
 from cocoseg_monai.transforms.label import BinarizeMaskd
 from cocoseg_monai.transforms.sampling import SAMPLING_CLASSES, HotspotSamplingMapd
@@ -81,7 +82,7 @@ DEFAULT_PET_PNG_SCALE = DEFAULT_PLAN["pet_png_scale"]
 #: A network trained on PNG slices then sees volumes the same way, and vice versa.
 DEFAULT_AXCODES = DEFAULT_PLAN["axcodes"]
 
-CT, PET, LABEL = "image", "pet", "label"
+CT, PET, LABEL = CT_KEY, PET_KEY, LABEL_KEY
 SAMPLING_MAP = "sampling_map"
 
 

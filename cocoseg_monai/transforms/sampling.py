@@ -6,7 +6,6 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
-from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 __all__ = ["HotspotSamplingMap", "HotspotSamplingMapd", "SAMPLING_CLASSES"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from monai.networks.blocks import Convolution
-from torch import nn
 
 __all__ = ["stack_streams", "FusionConv"]
 
