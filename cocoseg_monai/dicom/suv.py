@@ -36,6 +36,9 @@ already in SUV (GML, or the Philips SUV Scale Factor) is rescaled by LBM / W.
 
 A malformed header value (a date that is not a DA, a weight that is not a number) is an error
 even when an override replaces it: the header has to be mended or the value removed.
+
+The module is longer than most here on purpose: the rules above are one decision tree, kept in
+one place so that it can be read against the QIBA pseudo-code branch by branch.
 """
 
 from __future__ import annotations
