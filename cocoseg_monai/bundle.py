@@ -38,19 +38,33 @@ def config_path(name: str) -> Path:
 
 
 def run_bundle(
-    configs: Sequence[str | os.PathLike], run_id: str = "run", overrides: Mapping[str, Any] | None = None
+    configs: Sequence[str | os.PathLike],
+    run_id: str = "run",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    bundle: str | os.PathLike | None = None,
+    configure_logging: bool = True,
 ) -> Any:
-    """Run the bundle workflow ``run_id`` of the merged ``configs`` with ``overrides``.
+    """Run the workflow ``run_id`` of the merged ``configs`` with ``overrides``: initialize, run,
+    finalize, as ``python -m monai.bundle run <run_id> --config_file "[...]" --key value ...``.
 
-    The same as ``python -m monai.bundle run <run_id> --config_file "[...]" --key value ...``.
+    The one way the project runs a bundle config from Python (the ``cocoseg`` commands, the
+    benchmarks, the MONAI Label app). ``configure_logging=False`` leaves the process's logging as
+    it is (a server's) instead of applying the bundle's ``logging.conf``. ``bundle``: the bundle
+    folder whose metadata and logging apply (default :func:`bundle_dir`).
     """
-    from monai.bundle import run
+    from monai.bundle import ConfigWorkflow
 
-    files = [str(c) for c in configs]
-    return run(
+    configs_dir = Path(bundle or bundle_dir()) / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[str(c) for c in configs],
+        meta_file=str(configs_dir / "metadata.json"),
+        logging_file=str(configs_dir / "logging.conf") if configure_logging else False,
         run_id=run_id,
-        meta_file=str(bundle_dir() / "configs" / "metadata.json"),
-        config_file=files,
-        logging_file=str(bundle_dir() / "configs" / "logging.conf"),
+        workflow_type=None,
         **dict(overrides or {}),
     )
+    workflow.initialize()
+    result = workflow.run()
+    workflow.finalize()
+    return result

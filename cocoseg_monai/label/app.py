@@ -41,10 +41,9 @@ from monailabel.tasks.activelearning.random import Random
 
 from cocoseg_monai import __version__
 from cocoseg_monai.atomic import atomic_write, atomic_write_json
-from cocoseg_monai.bundle import bundle_dir
+from cocoseg_monai.bundle import bundle_dir, run_bundle
 from cocoseg_monai.data.discovery import split_by_patient, strip_nifti_suffix, write_datalist
-from cocoseg_monai.errors import DataError
-from cocoseg_monai.errors import error_chain, project_cause
+from cocoseg_monai.errors import DataError, error_chain, project_cause
 from cocoseg_monai.plan import BINDING_KEYS, PLAN_FILENAME, find_plan, load_plan
 
 from .datastore import PET_FOLDER, pet_partner
@@ -99,25 +98,10 @@ def _refusal(refused: Refused) -> HTTPException:
 
 
 def run_bundle_workflow(config: str, bundle: Path, overrides: Mapping[str, Any]) -> None:
-    """Run the ``run`` workflow of the bundle's ``configs/<config>.yaml`` with ``overrides``.
-
-    ``monai.bundle run`` in-process, except that the server's logging is left as it is.
-    """
-    from monai.bundle import ConfigWorkflow
-
-    workflow = ConfigWorkflow(
-        config_file=str(bundle / "configs" / f"{config}.yaml"),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        bundle_root=str(bundle),
-        **overrides,
-    )
-    workflow.initialize()
-    try:
-        workflow.run()
-    finally:
-        workflow.finalize()
+    """Run the ``run`` workflow of the bundle's ``configs/<config>.yaml`` with ``overrides``,
+    leaving the server's logging as it is."""
+    run_bundle([bundle / "configs" / f"{config}.yaml"], "run", {"bundle_root": str(bundle), **overrides},
+               bundle=bundle, configure_logging=False)
 
 
 def _http_error(error: Exception, what: str, folders: Mapping[str, Path]) -> HTTPException:
