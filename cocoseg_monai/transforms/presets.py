@@ -88,6 +88,7 @@ SAMPLING_MAP = "sampling_map"
 
 def get_preprocess_transforms(
     image_format: str = "png",
+    *,
     require_label: bool = True,
     ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
     suv_max: float = DEFAULT_SUV_MAX,
@@ -219,6 +220,7 @@ def get_preprocess_transforms(
 
 def get_train_transforms(
     image_format: str = "png",
+    *,
     patch_size: Sequence[int] = (96, 96),
     num_samples: int = 4,
     pos: float = 1.0,
@@ -275,7 +277,8 @@ def get_train_transforms(
     keys = (CT, LABEL)
     t: list[Any] = list(
         get_preprocess_transforms(
-            image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes,
+            image_format, ct_window=ct_window, suv_max=suv_max, ct_png_offset=ct_png_offset,
+            pet_png_scale=pet_png_scale, label_mapping=label_mapping, axcodes=axcodes,
             target_spacing=target_spacing, png_spacing=png_spacing,
         ).transforms
     )  # fmt: skip
@@ -321,52 +324,27 @@ def get_train_transforms(
     return Compose(t)
 
 
-def get_val_transforms(
-    image_format: str = "png",
-    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
-    suv_max: float = DEFAULT_SUV_MAX,
-    ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
-    pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
-    label_mapping: Mapping[Any, Any] | None = None,
-    axcodes: str | None = DEFAULT_AXCODES,
-    target_spacing: Sequence[float] | None = None,
-    png_spacing: Sequence[float] | None = None,
-) -> Compose:
+def get_val_transforms(image_format: str = "png", **settings: Any) -> Compose:
     """Whole slices (PNG, ``[2, W, H]``) or whole volumes on the CT grid (NIfTI, ``[2, X, Y, Z]``),
     resampled in-plane to ``target_spacing`` when given.
 
-    ``"label"`` is required. See :func:`get_preprocess_transforms` for the parameters.
+    ``"label"`` is required. ``settings``: the keyword arguments of
+    :func:`get_preprocess_transforms` (intensity scaling, orientation, spacing).
     """
-    return get_preprocess_transforms(
-        image_format, True, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes,
-        target_spacing=target_spacing, png_spacing=png_spacing,
-    )  # fmt: skip
+    return get_preprocess_transforms(image_format, require_label=True, **settings)
 
 
-def get_infer_transforms(
-    image_format: str = "png",
-    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
-    suv_max: float = DEFAULT_SUV_MAX,
-    ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
-    pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
-    label_mapping: Mapping[Any, Any] | None = None,
-    axcodes: str | None = DEFAULT_AXCODES,
-    target_spacing: Sequence[float] | None = None,
-    png_spacing: Sequence[float] | None = None,
-    slice_size: Sequence[int] | None = None,
-    dicom: Mapping[str, Any] | None = None,
-) -> Compose:
+def get_infer_transforms(image_format: str = "png", *, slice_size: Sequence[int] | None = None,
+                         **settings: Any) -> Compose:
     """As :func:`get_val_transforms`, with ``"label"`` optional (processed when present), and
     each slice padded with zeros (air, no uptake after scaling) to at least ``slice_size``
     pixels, the extent the network was trained on.
 
     ``"image"`` keeps the CT's meta (``filename_or_obj``, ``affine``) and the record of every
     spatial step, which ``Invertd`` follows back to write predictions on the CT grid.
+    ``settings``: the keyword arguments of :func:`get_preprocess_transforms`.
     """
-    t = get_preprocess_transforms(
-        image_format, False, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes=axcodes,
-        target_spacing=target_spacing, png_spacing=png_spacing, dicom=dicom,
-    ).transforms  # fmt: skip
+    t = get_preprocess_transforms(image_format, require_label=False, **settings).transforms
     if slice_size is not None:
         size = tuple(int(n) for n in slice_size)
         if len(size) != 2 or min(size) < 1:
