@@ -16,20 +16,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cocoseg_monai.data import phantom
-from cocoseg_monai.data.phantom import (
+from cocoseg_monai.conventions import (
     CT_PNG_OFFSET,
     PET_PNG_SCALE,
-    PhantomConfig,
-    Tissue,
     decode_ct_png,
     decode_pet_png,
     from_display,
+    to_display,
+)
+from cocoseg_monai.data import phantom
+from cocoseg_monai.data.phantom import (
+    PhantomConfig,
+    Tissue,
     generate_patient,
     is_lesion_free,
     main,
     save_preview,
-    to_display,
     write_dataset,
 )
 
@@ -376,6 +378,29 @@ def test_cli_errors(tmp_path: Path, capsys, argv: list[str], message: str) -> No
     assert message in capsys.readouterr().err
 
 
+def test_runs_as_python_m(tmp_path: Path) -> None:
+    """``python -m cocoseg_monai.data.phantom`` is the documented command line."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cocoseg_monai.data.phantom", "--out", str(tmp_path), "--patients", "1",
+         "--size", "32", "--slices", "2", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "phantom.json").read_text())["patients"] == 1
+
+
+def test_png_encodings_are_the_project_conventions() -> None:
+    """The generator keeps no encoding of its own: what it re-exports is conventions' code."""
+    from cocoseg_monai import conventions
+
+    for name in ("CT_PNG_OFFSET", "PET_PNG_SCALE", "to_display", "from_display", "encode_ct_png",
+                 "encode_pet_png", "encode_mask_png", "decode_ct_png", "decode_pet_png"):
+        assert getattr(phantom, name) is getattr(conventions, name), name
+
+
 def test_save_preview(tmp_path: Path, io_studies) -> None:
     s = next(s for s in io_studies if s.lesions)
     path = save_preview(s, tmp_path / "p.png")
@@ -395,7 +420,8 @@ def test_default_dataset_parameters() -> None:
 
 def test_make_default_dataset_reuses_a_complete_set(tmp_path: Path, monkeypatch) -> None:
     small = types.MappingProxyType({"patients": 2, "seed": SEED, "format": "png", "config": IO})
-    monkeypatch.setattr(phantom, "DEFAULT_DATASET", small)
+    # make_default_dataset reads DEFAULT_DATASET where it is defined, in the writing module
+    monkeypatch.setattr(phantom.writing, "DEFAULT_DATASET", small)
     out = phantom.make_default_dataset(tmp_path)
     probe = out / "CT" / "patient_001_slice_0001.png"
     probe.write_bytes(b"marker")  # a rebuild would overwrite it
