@@ -1,4 +1,5 @@
-"""Distributed data-parallel training: torchrun, 2 processes, gloo on the CPU, tiny data."""
+"""Distributed data-parallel training: torchrun, 2 processes, gloo on the CPU, tiny data; and
+multi_gpu_train.yaml as a thin layer that leaves train.yaml's steps and handlers as they are."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
 
 from .conftest import TINY_FEATURES
 
-# test-only layer: each rank saves its final weights and its pid outside the run's log dir
+# test-only layer: each rank saves its final weights and its pid outside the run's log dir, after
+# train.yaml's own finalize steps
 _RANK_DUMP = """
-finalize:
++finalize:
   - "$torch.save({'model': @network.module.state_dict(), 'ema': @ema_model.state_dict()}, os.path.join(@rank_dump, 'rank' + str(@rank) + '.pt'))"
   - "$open(os.path.join(@rank_dump, 'rank' + str(@rank) + '.pid'), 'w').write(str(os.getpid()))"
-  - "$torch.distributed.barrier()"
-  - "$torch.distributed.destroy_process_group()"
 """
+
+# what rank 0 alone does is train.yaml's to say: the layer must leave these as train.yaml has them
+_TRAIN_YAML_OWNS = ("initialize", "run", "training", "finalize", "data", "train#handlers", "validate#handlers",
+                    "history", "checkpointer", "checkpoint_loader", "progress", "run_config")  # fmt: skip
 
 
 def _free_port() -> int:
@@ -111,3 +115,60 @@ def test_cocoseg_train_nproc_runs_the_same_workflow_under_torchrun(ddp_run, tmp_
     config = json.loads((tmp_path / "logs" / "config.json").read_text())
     assert config["world_size"] == 2 and config["bs"] == 2 and config["use_gpu"] is False
     assert json.loads((tmp_path / "logs" / "history.json").read_text())["epoch"] == [1]
+
+
+# ---- the layer ---------------------------------------------------------------------------------
+
+
+def _parser(*configs: str | Path, rank: int | None = None) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(c) for c in configs])
+    if rank is not None:
+        parser["rank"] = rank  # what torch.distributed.get_rank() gives that process
+    return parser
+
+
+def test_ddp_layer_overrides_no_list_entry_and_no_workflow_step():
+    layer = ConfigParser.load_config_file(str(config_path("multi_gpu_train")))
+    assert not [key for key in layer if re.search(r"#\d+(#|$)", key)]  # no handler or step by its position
+    assert not set(layer) & set(_TRAIN_YAML_OWNS)
+    single = _parser(config_path("train"))
+    layered = _parser(config_path("train"), config_path("multi_gpu_train"))
+    for key in _TRAIN_YAML_OWNS:
+        assert layered[key] == single[key], key
+
+
+def test_a_handler_added_to_train_yaml_is_left_as_it_is_by_the_ddp_layer(tmp_path):
+    train = _parser(config_path("train"))
+    added = {"_target_": "cocoseg_monai.handlers.StopOnNonFiniteLoss"}
+    extra = tmp_path / "extra.json"  # as if train.yaml had one more handler at the head of each list
+    extra.write_text(json.dumps({key: [added, *train[key]] for key in ("train#handlers", "validate#handlers")}))
+    single = _parser(config_path("train"), extra)
+    layered = _parser(config_path("train"), extra, config_path("multi_gpu_train"))
+    for key in ("train#handlers", "validate#handlers"):
+        assert layered[key] == single[key] and layered[key][0] == added, key
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_rank_0_writes_history_checkpoints_and_tensorboard_by_the_config(rank):
+    parser = _parser(config_path("train"), config_path("multi_gpu_train"), rank=rank)
+    assert parser.get_parsed_content("is_main") is (rank == 0)
+    assert parser.get_parsed_content("history#enabled") is (rank == 0)
+    assert parser.get_parsed_content("checkpointer#enabled") is (rank == 0)
+    tensorboard = [
+        f"{key}#{i}"
+        for key in ("train#handlers", "validate#handlers")
+        for i, handler in enumerate(parser[key])
+        if isinstance(handler, dict) and "TensorBoard" in handler["_target_"]
+    ]
+    assert len(tensorboard) == 3
+    for handler in tensorboard:
+        assert parser.get_parsed_content(f"{handler}#_disabled_") is (rank > 0), handler
+
+
+def test_one_process_is_the_main_one_and_never_waits():
+    parser = _parser(config_path("train"))
+    assert parser.get_parsed_content("rank") == 0 and parser.get_parsed_content("is_main") is True
+    assert parser.get_parsed_content("init_distributed") is None
+    assert not parser.get_parsed_content("in_process_group")()
+    assert parser.get_parsed_content("barrier")() is None  # no process group: nothing to wait for

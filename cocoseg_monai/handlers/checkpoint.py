@@ -42,7 +42,9 @@ class TrainingCheckpointer:
             ``models/model.pt``); ``None`` to skip.
         model_key: the ``save_dict`` entry whose weights go to ``model_path`` (``"ema"``: the
             weights that were validated).
-        enabled: ``False`` on ranks other than 0 in distributed training.
+        enabled: whether to write checkpoints. The bundle passes its ``is_main``: the other ranks
+            of a distributed run write nothing but still track the best metric (the validation
+            metrics are reduced over all ranks), so their state matches the main process's.
     """
 
     def __init__(

@@ -43,7 +43,9 @@ class HistoryWriter:
         optimizer: read for the learning rate used during each epoch.
         train_metrics: trainer metric names for ``train_loss`` and ``train_dice``.
         val_metrics: evaluator metric names for ``val_loss``, ``val_dice``, ``val_iou``, ``val_acc``.
-        enabled: ``False`` on ranks other than 0 in distributed training.
+        enabled: whether to write ``history.json`` and log the summaries. The bundle passes its
+            ``is_main``: the other ranks of a distributed run keep the same record (it is
+            checkpoint state, and loads on resume) silently, so that one file and one log remain.
     """
 
     def __init__(
@@ -94,7 +96,7 @@ class HistoryWriter:
         best = self.history["best_val_dice"]
         if dice is not None and (best is None or dice > best):
             self.history.update(best_val_dice=dice, best_epoch=epoch)
-        if validated:
+        if validated and self.enabled:
             self.logger.info(
                 "epoch %d/%d val: loss %s  dice %s (per slice %s)  iou %s  acc %s  | train loss %s dice %s"
                 " | best dice %s @ %s",
@@ -111,6 +113,8 @@ class HistoryWriter:
             atomic_write_json(self.path, self.history)
 
     def completed(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
         self.logger.info(
             "training finished: best validation mean Dice %s at epoch %s (history: %s)",
             _fmt(self.history["best_val_dice"]),
