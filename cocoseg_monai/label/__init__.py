@@ -1,7 +1,8 @@
 """MONAI Label integration: the datastore layout of PET/CT studies and the CoCoSeg app.
 
-:mod:`cocoseg_monai.label.datastore` needs only the core package; :mod:`cocoseg_monai.label.app`
-needs MONAI Label (``pip install "cocoseg-monai[label]"``).
+:mod:`cocoseg_monai.label.datastore`, :mod:`~cocoseg_monai.label.guard` and
+:mod:`~cocoseg_monai.label.serving` need only the core package; :mod:`cocoseg_monai.label.app` and
+:mod:`~cocoseg_monai.label.tasks` need MONAI Label (``pip install "cocoseg-monai[label]"``).
 """
 
 from __future__ import annotations
