@@ -147,7 +147,7 @@ def run_speed(models: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "settings": settings,
-        "matmul_peak_gflops": round(peak, 1),
+        "matmul_peak_gflops": float(f"{peak:.4g}"),  # 4 significant digits, as the shares: they agree
         "matmul_dtype": str(dtype).replace("torch.", ""),
         "models": rows,
     }
