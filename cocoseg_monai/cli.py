@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .settings import default_workers
+
 __all__ = ["main", "build_parser", "parse_args", "train_overrides", "eval_overrides", "infer_overrides", "TRAIN_FLAGS"]
 
 #: The original training flags: name -> (bundle key, default). ``use_gpu`` maps to ``device``.
@@ -45,7 +47,7 @@ TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "ce_weight": ("ce_weight", 0.5),
     "val_freq": ("val_freq", 1),
     "save_freq": ("save_freq", 5),
-    "num_workers": ("num_workers", 4),
+    "num_workers": ("num_workers", default_workers()),  # 4, at most the CPUs this process may use
     "resume": ("resume", False),
     "resume_ckpt": ("resume_ckpt", "./logs/latest.pth"),
     # beyond the original flags: the loss parameters its advice names, and the patch size
@@ -75,7 +77,7 @@ def _add_train_parser(sub: argparse._SubParsersAction, defaults: dict[str, Any])
         "--dataset_root",
         default=d["dataset_root"],
         help="data folder (layout A, B, NIfTI volumes) or datalist JSON; '' = embedded phantom data. "
-        "When the default ./dataset does not exist, the embedded phantom data is used.",
+        "Not given: ./dataset if it exists, else the embedded phantom data; a folder given must exist.",
     )
     p.add_argument("--logdir", default=d["logdir"], help="output folder (./logs/)")
     p.add_argument("--use_gpu", action="store_true", help="train on CUDA (AMP and channels_last on)")
@@ -86,7 +88,8 @@ def _add_train_parser(sub: argparse._SubParsersAction, defaults: dict[str, Any])
     p.add_argument("--ce_weight", type=float, default=d["ce_weight"], help="CE weight in combined (0.5)")
     p.add_argument("--val_freq", type=int, default=d["val_freq"], help="validate every N epochs (1)")
     p.add_argument("--save_freq", type=int, default=d["save_freq"], help="checkpoint_epoch_N.pth every N epochs (5)")
-    p.add_argument("--num_workers", type=int, default=d["num_workers"], help="data loader workers (4)")
+    p.add_argument("--num_workers", type=int, default=d["num_workers"],
+                   help=f"data loader workers (4, at most the usable CPUs: {d['num_workers']} here)")
     p.add_argument("--resume", action="store_true", help="resume from --resume_ckpt")
     p.add_argument("--resume_ckpt", default=d["resume_ckpt"], help="checkpoint to resume (./logs/latest.pth)")
     p.add_argument("--tversky_alpha", type=float, default=d["tversky_alpha"], help="Tversky false-positive weight")
@@ -120,13 +123,17 @@ def _device(use_gpu: bool) -> str:
 
 
 def _check_run(use_gpu: bool, command: str, ckpt: str | None = None) -> None:
-    """Fail before any work when ``--use_gpu`` has no CUDA device or ``--ckpt`` does not exist."""
+    """Fail before any work when ``--use_gpu`` has no CUDA device, or the checkpoint ``ckpt`` does
+    not exist or holds pickled objects other than weights (a CheckpointError, answered in one line)."""
     import torch
+
+    from .networks.weights import check_checkpoint
 
     if use_gpu and not torch.cuda.is_available():
         raise SystemExit(f"cocoseg {command}: --use_gpu given but torch sees no CUDA device")
     if ckpt is not None and not Path(ckpt).is_file():
         raise SystemExit(f"cocoseg {command}: checkpoint {ckpt} not found")
+    check_checkpoint(ckpt)
 
 
 def _load_flag_config(path: str) -> dict[str, Any]:
@@ -181,7 +188,12 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
     Args:
         args: parsed flags (after ``--config`` values were applied as defaults).
         explicit: flags the user set (command line or ``--config``); decides whether a missing
-            default ``./dataset`` falls back to the embedded data (default) or is an error (given).
+            default ``./dataset`` falls back to the embedded data (not given) or is an error (given,
+            even when it is the default's value).
+
+    Raises:
+        DataError: ``--dataset_root`` was given and does not exist (only ``''`` means the
+            embedded phantom data).
     """
     explicit = explicit or set()
     overrides: dict[str, Any] = {}
@@ -194,7 +206,11 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
             value = list(value)
         overrides[key] = value
     root = overrides["dataset_dir"]
-    if root and "dataset_root" not in explicit and not Path(root).exists():
+    if root and not Path(root).exists():
+        if "dataset_root" in explicit:
+            from .errors import DataError
+
+            raise DataError(f"--dataset_root {root} does not exist (give --dataset_root '' for the embedded phantom data)")
         logging.getLogger(__name__).info("%s does not exist: training on the embedded phantom data set", root)
         overrides["dataset_dir"] = ""
     overrides.update(_parse_set(args.set, ("train",)))
@@ -224,10 +240,10 @@ def distributed_command(nproc: int, overrides: dict[str, Any], overrides_file: s
 def _run_train(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
-    _check_run(args.use_gpu, "train")
     if args.nproc < 1:
         raise SystemExit(f"cocoseg train: --nproc must be >= 1, got {args.nproc}")
-    overrides = train_overrides(args, explicit=args._explicit)
+    overrides = train_overrides(args, explicit=args._explicit)  # flags and --set keys first: no file read yet
+    _check_run(args.use_gpu, "train", ckpt=args.resume_ckpt if args.resume else None)
     if args.nproc == 1:
         run_bundle([config_path("train")], run_id="training", overrides=overrides)
         return 0
@@ -309,10 +325,10 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run_eval(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
+    overrides = eval_overrides(args)  # flags and --set keys first: no file read yet
     _check_run(args.use_gpu, "eval", ckpt=args.ckpt)
     configs = [config_path("train"), config_path("evaluate")]
     plan = run_plan(args.logdir)
-    overrides = eval_overrides(args)
     if plan is not None:
         configs.append(plan)
         overrides.setdefault("val_roi_size", "$@slice_size or @patch_size")  # validated as the run validated
@@ -410,8 +426,9 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run_infer(args: argparse.Namespace) -> int:
     from .bundle import config_path, run_bundle
 
+    overrides = infer_overrides(args)  # flags and --set keys first: no file read yet
     _check_run(args.use_gpu, "infer", ckpt=infer_checkpoint(args))
-    run_bundle([config_path("inference")], run_id="run", overrides=infer_overrides(args))
+    run_bundle([config_path("inference")], run_id="run", overrides=overrides)
     return 0
 
 
@@ -577,7 +594,8 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``; for ``train``, values of ``--config FILE.json`` become the defaults.
 
-    ``args._explicit`` holds the names of the flags set on the command line or in the file.
+    ``args._explicit`` holds the names of the flags set on the command line or in the file (a
+    flag typed with its default value is set all the same).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     file_values: dict[str, Any] = {}
@@ -589,8 +607,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             file_values = _load_flag_config(config)
     args = build_parser(train_defaults=file_values).parse_args(argv)
     if args.command == "train":
-        explicit = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v != TRAIN_FLAGS[k][1]}
-        args._explicit = explicit | set(file_values)
+        # parsed again with every default replaced by a marker: a flag that does not hold it was typed
+        unset = object()
+        typed = build_parser(train_defaults=dict.fromkeys(TRAIN_FLAGS, unset)).parse_args(argv)
+        args._explicit = {k for k in TRAIN_FLAGS if getattr(typed, k) is not unset} | set(file_values)
     return args
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "SettingsError",
     "PlanError",
     "NonFiniteLossError",
+    "CheckpointError",
     "error_chain",
     "project_cause",
 ]
@@ -45,6 +46,12 @@ class PlanError(CoCoSegError, ValueError):
 
 class NonFiniteLossError(CoCoSegError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointError(CoCoSegError, ValueError):
+    """A weights or checkpoint file that is refused: it holds pickled objects other than tensors
+    and plain containers (which could run code when unpickled), or it is no readable checkpoint;
+    the message names the file."""
 
 
 def error_chain(error: BaseException | None) -> list[BaseException]:

@@ -1,16 +1,54 @@
-"""Checks of a training run's settings, made before any data is read or generated."""
+"""Checks of a training run's settings, made before any data is read or generated, and the
+defaults that depend on the machine."""
 
 from __future__ import annotations
 
 import numbers
 import os
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cocoseg_monai.errors import SettingsError
 
-__all__ = ["check_training_settings"]
+__all__ = ["check_training_settings", "usable_cpus", "default_workers", "DEFAULT_MAX_WORKERS"]
+
+#: data loader workers by default, on a machine with at least that many usable CPUs
+DEFAULT_MAX_WORKERS = 4
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the platform has one (a container
+    or ``taskset`` limits it below the machine's count), else :func:`os.cpu_count`."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """Data loader workers when none are asked for: :data:`DEFAULT_MAX_WORKERS`, at most
+    :func:`usable_cpus` (more workers than CPUs only compete for them)."""
+    return min(DEFAULT_MAX_WORKERS, usable_cpus())
+
+
+def _warn_many_workers(num_workers: int) -> None:
+    cpus = usable_cpus()
+    if num_workers <= cpus:
+        return
+    warnings.warn(
+        f"setting 'num_workers' is {num_workers} but this process may use {cpus} CPU(s): kept as given, though "
+        f"loader workers beyond the CPUs only compete for them (the default is {default_workers()} here)",
+        UserWarning,
+        stacklevel=3,
+    )
+    # PyTorch says the same once per DataLoader (training and validation): told once is enough
+    warnings.filterwarnings(
+        "ignore", message=re.escape(f"This DataLoader will create {num_workers} worker processes in total."),
+        category=UserWarning,
+    )
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -47,6 +85,8 @@ def check_training_settings(
         SettingsError: an unknown loss type, a batch size, epoch count, ... below 1, a ratio
             outside its range, a ``dataset_dir`` that does not exist, a switch that is not a
             boolean.
+
+    Warns once (a ``UserWarning``) when ``num_workers`` exceeds :func:`usable_cpus`; the value is kept.
     """
     from .losses import LOSS_TYPES
 
@@ -78,3 +118,4 @@ def check_training_settings(
             raise SettingsError(f"setting '{name}' must be True or False, got {value!r}{hint}")
     if dataset_dir is not None and str(dataset_dir).strip() and not Path(dataset_dir).exists():
         raise SettingsError(f"setting 'dataset_dir': {dataset_dir} does not exist")
+    _warn_many_workers(int(num_workers))

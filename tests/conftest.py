@@ -1,4 +1,5 @@
-"""Shared fixtures: small widths so every forward pass takes milliseconds."""
+"""Shared fixtures: small widths so every forward pass takes milliseconds, and a small phantom
+data set a training run gets through in seconds."""
 
 from __future__ import annotations
 
@@ -10,10 +11,33 @@ from cocoseg_monai.errors import error_chain as chain_of
 #: Structurally identical to CoCoSeg V2, with widths small enough for fast tests.
 TINY_FEATURES = (4, 8, 16, 32)
 
+#: Bundle overrides of a training run that takes seconds on :func:`tiny_data`: tiny widths and
+#: patches, no loader workers, no progress bar.
+TINY_RUN = {
+    "features": list(TINY_FEATURES),
+    "patch_size": [32, 32],
+    "num_samples": 2,
+    "batch_size": 4,
+    "num_workers": 0,
+    "progress_bar": False,
+    "val_sw_batch_size": 4,
+}
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A runtime-split PNG data set of 5 phantom patients, 4 slices of 48 x 48 each (read only:
+    every test module shares it)."""
+    from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_dataset(root, patients=5, seed=3, fmt="png", config=PhantomConfig(size=48, slices=4))
+    return root
 
 
 def error_chain(error: BaseException | None) -> str:

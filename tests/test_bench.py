@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -73,7 +74,10 @@ def test_accuracy_benchmark_trains_peers_alike_and_scores_them_with_the_baseline
     for name, r in result["models"].items():
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert config["epoch"] == 1 and config["loss_type"] == "combined" and config["random_seed"] == 42
-        assert 0.0 <= r["test"]["lesion_cases"]["dice"]["mean"] <= 1.0
+        # the test Dice is the mean of the per-case Dice of the lesion cases in the evaluation's table
+        rows = list(csv.DictReader((tmp_path / name / "eval" / "cocoseg_cases.csv").open()))
+        lesion_dice = [float(row["dice"]) for row in rows if row["has_lesion"] == "True"]
+        assert lesion_dice and r["test"]["lesion_cases"]["dice"]["mean"] == pytest.approx(sum(lesion_dice) / len(lesion_dice))
     # same split for every model
     splits = [json.loads((tmp_path / n / "datalist.json").read_text())["test"] for n in result["models"]]
     assert splits[0] == splits[1] and splits[0]
@@ -104,7 +108,9 @@ def test_resolution_benchmark_scores_a_run_on_other_grids_before_and_after_its_p
         row = result["grids"][name]
         assert row["spacing_mm"] == pytest.approx(fov / size, abs=1e-3)
         for mode in ("native", "plan", "unpadded"):
-            assert 0.0 <= row[mode]["mean_dice"] <= 1.0 and row[mode]["seconds_per_study"] > 0
+            dice = list(row[mode]["dice"].values())  # per case
+            assert row[mode]["mean_dice"] == pytest.approx(sum(dice) / len(dice), abs=5e-5)  # rounded to 4 places
+            assert row[mode]["seconds_per_study"] > 0
             assert len(row[mode]["dice"]) == row["cases_with_lesions"]
     table = format_table(result)
     assert "| 80 @ 350 mm | 4.375 |" in table and "Dice native" in table and "Dice plan" in table

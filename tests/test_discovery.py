@@ -346,3 +346,62 @@ def test_load_datalist_item_without_label_raises_when_labels_required(tmp_path):
 def test_load_datalist_missing_json_raises(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_datalist(tmp_path / "none.json")
+
+
+# ------------------------------------------------------------------------------------ sizes
+
+
+def test_png_mask_of_another_size_in_the_test_split_is_refused_at_discovery_naming_both_files(tmp_path):
+    _png_folder(tmp_path / "train", patients=("001",))
+    _png_folder(tmp_path / "val", patients=("002",))
+    _png_folder(tmp_path / "test", patients=("003",))
+    bad = tmp_path / "test" / "masks" / "patient_003_slice_1.png"
+    Image.fromarray(np.zeros((3, 5), np.uint8)).save(bad)  # 5 wide, the CT 4
+    with pytest.raises(DataError) as err:
+        build_datalist(tmp_path)
+    assert str(err.value) == (
+        f"1 pair(s) of slices in {tmp_path / 'test'} differ in size where they must match: "
+        f"{(tmp_path / 'test' / 'CT' / 'patient_003_slice_1.png').resolve()} is 4x3 but {bad.resolve()} is 5x3"
+    )
+
+
+def test_png_pet_of_another_size_is_refused_at_discovery(tmp_path):
+    _png_folder(tmp_path, patients=("001", "002"))
+    Image.fromarray(np.zeros((6, 4), np.uint16)).save(tmp_path / "PET" / "patient_002_slice_0.png")
+    with pytest.raises(DataError, match=r"CT/patient_002_slice_0\.png is 4x3 but .*PET/patient_002_slice_0\.png is 4x6"):
+        find_pairs(tmp_path)
+
+
+def test_nifti_mask_must_have_the_ct_shape_but_pet_has_its_own_grid(tmp_path):
+    _nifti_folder(tmp_path, patients=("001", "002"))
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 1), np.float32), np.eye(4)), tmp_path / "PET" / "patient_001.nii.gz")
+    assert len(find_pairs(tmp_path)) == 2  # PET is resampled onto the CT grid
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.uint8), np.eye(4)), tmp_path / "masks" / "patient_002.nii.gz")
+    with pytest.raises(DataError, match=r"CT/patient_002\.nii\.gz is 4x4x2 but .*masks/patient_002\.nii\.gz is 4x4x3"):
+        find_pairs(tmp_path)
+
+
+def test_datalist_json_pairs_are_checked_for_size_too(tmp_path):
+    _png_folder(tmp_path / "data", patients=("001", "002"))
+    Image.fromarray(np.zeros((2, 4), np.uint8)).save(tmp_path / "data" / "masks" / "patient_002_slice_1.png")
+    items = [{"image": f"data/CT/{n}", "pet": f"data/PET/{n}", "label": f"data/masks/{n}"}
+             for n in ("patient_001_slice_0.png", "patient_002_slice_1.png")]  # fmt: skip
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items[:1], "validation": items[1:]}))
+    with pytest.raises(DataError, match=r"\[validation\] differ in size .*masks/patient_002_slice_1\.png is 4x2"):
+        build_datalist(tmp_path / "dl.json")
+
+
+def test_sizes_are_read_from_the_headers_without_decoding_pixels(tmp_path, monkeypatch):
+    from nibabel.arrayproxy import ArrayProxy
+    from PIL import ImageFile
+
+    _png_folder(tmp_path / "png", patients=[f"{i:03d}" for i in range(4)], slices=range(5))
+    _nifti_folder(tmp_path / "nifti", patients=("001", "002"))
+
+    def decode(self, *args, **kwargs):
+        raise AssertionError("pixels decoded at discovery")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
+    monkeypatch.setattr(ArrayProxy, "_get_scaled", decode)
+    monkeypatch.setattr(ArrayProxy, "_get_unscaled", decode)
+    assert len(find_pairs(tmp_path / "png")) == 20 and len(find_pairs(tmp_path / "nifti")) == 2

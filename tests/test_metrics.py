@@ -121,6 +121,9 @@ def test_lesion_metrics_refuse_mismatched_shapes_and_spacing():
 
 # ---- per-case evaluation and SUV baselines -----------------------------------------------------
 import csv  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import nibabel as nib  # noqa: E402
 
 from cocoseg_monai.metrics import case_record, percent_suvmax, suv_threshold, write_evaluation  # noqa: E402
 
@@ -179,3 +182,63 @@ def test_percent_suvmax_contours_each_lesion_at_41_percent_of_its_own_max():
     out = percent_suvmax(pet, truth, 0.41, margin_voxels=2)
     assert out[3, 3] and out[2:5, 2:5].sum() == 1
     assert out[8:11, 8:11].all() and out.sum() == 1 + 9
+
+
+# ---- the evaluation handler's files ------------------------------------------------------------
+
+
+def _evaluate(outputs: list[list[dict]], tmp_path, **settings) -> Path:
+    """Run :class:`CaseEvaluationWriter` (predictions saved) over the decollated ``outputs`` of
+    an evaluator, one list per iteration; returns its predictions folder."""
+    from ignite.engine import Engine
+
+    from cocoseg_monai.handlers import CaseEvaluationWriter
+
+    engine = Engine(lambda engine, batch: batch)  # the "evaluator" puts out what it is given
+    CaseEvaluationWriter(tmp_path, baselines=False, save_predictions=True, **settings).attach(engine)
+    engine.run(outputs, max_epochs=1)
+    return tmp_path / "predictions"
+
+
+def _output_item(pred: np.ndarray, ct_file: str, case: str, affine: np.ndarray | None = None) -> dict:
+    """A decollated evaluator output: one-hot prediction and label, the 2-channel input (with
+    the meta of the CT it came from) and the case."""
+    from monai.data import MetaTensor
+
+    pred = torch.as_tensor(pred.astype(np.int64))
+    onehot = torch.stack([1 - pred, pred]).float()
+    image = MetaTensor(torch.rand(2, *pred.shape), affine=None if affine is None else torch.as_tensor(affine),
+                       meta={"filename_or_obj": ct_file})  # fmt: skip
+    return {"pred": onehot, "label": onehot, "image": image, "case": case}
+
+
+def test_each_predicted_png_mask_is_named_after_its_own_ct_slice_whatever_the_numbering(tmp_path):
+    from PIL import Image
+
+    slices = {"patient_7_slice_9.png": 1, "patient_7_slice_12.png": 2, "patient_7_slice_100.png": 3}
+    outputs = []
+    for name, marker in slices.items():  # each slice's prediction marks its own pixel count
+        pred = np.zeros((6, 5), bool)  # (x, y): PNG columns, rows
+        pred[:marker, 0] = True
+        outputs.append([_output_item(pred, f"/data/CT/{name}", "7")])
+    predictions = _evaluate(outputs[::-1], tmp_path, spacing_mm=(2.0, 2.0, 3.0))
+    assert sorted(p.name for p in predictions.glob("*_seg.png")) == sorted(
+        n.replace(".png", "_seg.png") for n in slices
+    )
+    for name, marker in slices.items():
+        mask = np.asarray(Image.open(predictions / name.replace(".png", "_seg.png")))
+        assert mask.shape == (5, 6) and mask[0, :marker].tolist() == [255] * marker and mask.sum() == 255 * marker
+    volume = nib.load(predictions / "7_seg.nii.gz")  # the case's slices stacked in slice-number order
+    assert volume.get_fdata()[:, 0, :].sum(axis=0).tolist() == [1, 2, 3]
+
+
+def test_predicted_volume_is_written_with_the_affine_of_its_ct(tmp_path):
+    affine = np.array([[-2.0, 0, 0, 120.5], [0, 2.0, 0, -80.0], [0, 0, 3.0, -410.0], [0, 0, 0, 1]])  # x flipped
+    pred = np.zeros((6, 5, 4), bool)
+    pred[0, 1, 2] = True  # an asymmetric mark: voxel (0, 1, 2) lies at world (120.5, -78, -404)
+    predictions = _evaluate([[_output_item(pred, "/data/CT/patient_3.nii.gz", "3", affine)]], tmp_path)
+    written = nib.load(predictions / "3_seg.nii.gz")
+    np.testing.assert_allclose(written.affine, affine)
+    assert int(written.header["qform_code"]) == int(written.header["sform_code"]) == 1
+    (voxel,) = np.argwhere(written.get_fdata() > 0)
+    np.testing.assert_allclose(written.affine @ [*voxel, 1], [120.5, -78.0, -404.0, 1.0])

@@ -153,7 +153,7 @@ def test_truncated_vgg_file_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "vgg19-dcbb9e9d.pth"
     torch.save(_torchvision_vgg19_state_dict(), path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(ValueError, match="could not read VGG19 weights from .*vgg19-dcbb9e9d.pth"):
+    with pytest.raises(ValueError, match="could not read VGG19 weights: .*vgg19-dcbb9e9d.pth is no readable PyTorch checkpoint"):
         CoCoSegNet(vgg_weights=path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -16,24 +17,12 @@ import torch
 from cocoseg_monai.atomic import atomic_torch_save, atomic_write_json
 from cocoseg_monai.bundle import config_path, run_bundle
 from cocoseg_monai.cli import main as cocoseg
-from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
 from cocoseg_monai.handlers import NonFiniteLossError
 from cocoseg_monai.losses import build_loss
-from cocoseg_monai.networks import CoCoSegNet, load_weights
-from cocoseg_monai.errors import SettingsError
+from cocoseg_monai.errors import CheckpointError, SettingsError, project_cause
+from cocoseg_monai.networks import CoCoSegNet, check_checkpoint, load_weights
 
-from .conftest import TINY_FEATURES, error_chain
-
-TINY_RUN = {"features": list(TINY_FEATURES), "patch_size": [32, 32], "num_samples": 2, "batch_size": 4,
-            "num_workers": 0, "progress_bar": False, "val_sw_batch_size": 4}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("phantom")
-    write_dataset(root, patients=5, seed=3, fmt="png", config=PhantomConfig(size=48, slices=4))
-    return root
-
+from .conftest import TINY_FEATURES, TINY_RUN, error_chain
 
 class NanLossAfter:
     """The combined loss, NaN from call ``after`` on (a stand-in for a diverging run)."""
@@ -108,6 +97,45 @@ def test_settings_check_names_each_range():
             check_training_settings(**{**good, **bad})
 
 
+def test_default_loader_workers_are_4_at_most_the_usable_cpus(monkeypatch):
+    import os
+
+    from cocoseg_monai import settings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a 2-CPU container
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the host's count, which the process may not use
+    assert settings.usable_cpus() == 2 and settings.default_workers() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert settings.default_workers() == 4
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows: no affinity mask
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert settings.usable_cpus() == 3 and settings.default_workers() == 3
+
+
+def test_more_loader_workers_than_cpus_are_kept_and_warned_once(monkeypatch, recwarn):
+    import warnings
+
+    from torch.utils.data import DataLoader
+
+    from cocoseg_monai import settings
+
+    monkeypatch.setattr(settings, "usable_cpus", lambda: 2)
+    good = dict(max_epochs=1, batch_size=1, learning_rate=1e-4, val_ratio=0.2, test_ratio=0.1, loss_type="dice",
+                num_samples=1, patch_size=[32, 32], dataset_dir="")  # fmt: skip
+    settings.check_training_settings(**good, num_workers=2)
+    assert not [w for w in recwarn if "num_workers" in str(w.message)]
+    settings.check_training_settings(**good, num_workers=99)
+    warned = [str(w.message) for w in recwarn if "num_workers" in str(w.message) or "worker processes" in str(w.message)]
+    assert warned == ["setting 'num_workers' is 99 but this process may use 2 CPU(s): kept as given, though loader "
+                      "workers beyond the CPUs only compete for them (the default is 2 here)"]  # fmt: skip
+    # PyTorch's own warning about those workers (once per loader) is not repeated; others still show
+    DataLoader(range(4), num_workers=99).check_worker_number_rationality()
+    warnings.warn("This DataLoader will create 3 worker processes in total.", UserWarning)
+    assert [str(w.message) for w in recwarn if "worker processes" in str(w.message)] == [
+        "This DataLoader will create 3 worker processes in total."
+    ]
+
+
 # ---- numeric faults --------------------------------------------------------------------------
 
 
@@ -140,26 +168,78 @@ def test_nan_loss_message_names_epoch_iteration_and_the_way_on():
 # ---- unsafe checkpoints ----------------------------------------------------------------------
 
 
-def test_checkpoint_carrying_code_is_refused_and_runs_nothing(tiny_data, tmp_path):
+def _evil_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    """A checkpoint whose weights are real but which also carries a payload that would create
+    ``marker`` when unpickled; returns (checkpoint, marker)."""
     marker = tmp_path / "code_ran"
-    evil = tmp_path / "evil.pt"
+    evil = tmp_path / "evil.pth"
     torch.save({"model": CoCoSegNet(features=TINY_FEATURES).state_dict(), "payload": CodeOnUnpickle(marker)}, evil)
     assert pickle.loads(pickle.dumps(CodeOnUnpickle(marker))) is None and marker.exists()  # the payload is real
     marker.unlink()
+    return evil, marker
 
-    with pytest.raises(ValueError, match=r"refusing to load .*evil.pt: it holds Python objects besides tensors"):
+
+_REFUSAL = (r"refusing to load .*evil\.pth: it holds Python objects other than tensors and plain containers "
+            r"\(it names .*\), which could run code when unpickled, so it was refused unread and nothing in it ran; "
+            r"do not load it with torch\.load\(weights_only=False\) unless you trust where it came from$")  # fmt: skip
+
+
+def test_checkpoint_carrying_code_is_refused_and_runs_nothing(tiny_data, tmp_path):
+    evil, marker = _evil_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=_REFUSAL):
         load_weights(CoCoSegNet(features=TINY_FEATURES), evil)
-    with pytest.raises(RuntimeError) as err:  # resume through MONAI's CheckpointLoader
-        run_bundle([config_path("train")], "training", {
-            **TINY_RUN, "dataset_dir": str(tiny_data), "logdir": str(tmp_path / "run"), "max_epochs": 1,
-            "resume": True, "resume_ckpt": str(evil),
-        })  # fmt: skip
-    assert "Weights only load failed" in error_chain(err.value)
+    with pytest.raises(CheckpointError, match=_REFUSAL):
+        check_checkpoint(evil)
     with pytest.raises(RuntimeError) as err:  # fine-tuning start
         run_bundle([config_path("train")], "training", {
             **TINY_RUN, "dataset_dir": str(tiny_data), "logdir": str(tmp_path / "run2"), "init_ckpt": str(evil)})
-    assert "refusing to load" in error_chain(err.value)
+    assert isinstance(project_cause(err.value), CheckpointError)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["infer", "--ckpt", "{evil}", "--ct", "ct.nii.gz", "--pet", "pet.nii.gz"],
+        ["eval", "--ckpt", "{evil}", "--logdir", "{tmp}"],
+        ["train", "--resume", "--resume_ckpt", "{evil}", "--logdir", "{tmp}", "--dataset_root", ""],
+        ["train", "--set", "init_ckpt={evil}", "--logdir", "{tmp}/run", "--dataset_root", "{data}", "--epoch", "1",
+         "--set", "features=[4,8,16,32]", "--num_workers", "0"],
+    ],
+    ids=["infer", "eval", "train-resume", "train-init"],
+)
+def test_every_front_door_answers_a_checkpoint_carrying_code_in_one_line(command, tiny_data, tmp_path, monkeypatch):
+    evil, marker = _evil_checkpoint(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(evil=evil, tmp=tmp_path, data=tiny_data) for a in command]
+    with pytest.raises(SystemExit) as answer:
+        cocoseg(argv)
+    message = str(answer.value)
+    assert "\n" not in message and message.startswith(f"cocoseg {argv[0]}: refusing to load {evil}")
+    assert re.search(_REFUSAL, message) and "Weights only load failed" not in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("config", ["inference", "evaluate"])
+def test_bundle_runs_refuse_a_checkpoint_carrying_code_before_loading_it(config, tmp_path):
+    evil, marker = _evil_checkpoint(tmp_path)
+    configs = [config_path("inference")] if config == "inference" else [config_path("train"), config_path("evaluate")]
+    run_id = "run" if config == "inference" else "evaluating"
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps the error; run_bundle's callers unwrap it
+        run_bundle(configs, run_id, {"ckpt_path": str(evil), "ct": "ct.nii.gz", "pet": "pet.nii.gz",
+                                     "logdir": str(tmp_path / "run"), "dataset_dir": ""})  # fmt: skip
+    cause = project_cause(err.value)
+    assert isinstance(cause, CheckpointError) and re.search(_REFUSAL, str(cause))
+    assert "Weights only load failed" not in error_chain(err.value)
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_corrupt_checkpoint_is_named_as_unreadable(tmp_path):
+    path = tmp_path / "latest.pth"
+    torch.save({"model": CoCoSegNet(features=TINY_FEATURES).state_dict()}, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"latest\.pth is no readable PyTorch checkpoint \(truncated, corrupt"):
+        check_checkpoint(path)
 
 
 # ---- outputs: atomic, and a full disk is named -------------------------------------------------

@@ -17,25 +17,7 @@ from cocoseg_monai.handlers import HISTORY_KEYS
 from cocoseg_monai.networks import CoCoSegNet
 from cocoseg_monai.plan import load_plan
 
-from .conftest import TINY_FEATURES, error_chain
-
-TINY_RUN = {
-    "features": list(TINY_FEATURES),
-    "patch_size": [32, 32],
-    "num_samples": 2,
-    "batch_size": 4,
-    "num_workers": 0,
-    "progress_bar": False,
-    "val_sw_batch_size": 4,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("phantom")
-    write_dataset(root, patients=5, seed=3, fmt="png", config=PhantomConfig(size=48, slices=4))
-    return root
-
+from .conftest import TINY_FEATURES, TINY_RUN, error_chain
 
 def _train(data: Path, logdir: Path, **overrides) -> None:
     run_bundle(
@@ -168,7 +150,16 @@ def test_training_on_nifti_volumes_samples_and_validates_axial_slices(tmp_path):
     write_dataset(data, patients=4, seed=5, fmt="nifti", config=PhantomConfig(size=48, slices=4))
     _train(data, tmp_path / "run", max_epochs=1, val_ratio=0.25, test_ratio=0.0)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert history["epoch"] == [1] and 0.0 <= history["val_dice"][0] <= 1.0
+    assert history["epoch"] == [1]
+    # the validation Dice is the per-case Dice over the lesion cases that `cocoseg eval` scores
+    # the exported weights (the EMA of epoch 1, the one validated) to, by its own code
+    from cocoseg_monai.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(tmp_path / "run" / "models" / "model.pt"), "--logdir", str(tmp_path / "run"),
+                 "--split", "val", "--output_dir", str(out), "--set", "num_workers=0"]) == 0  # fmt: skip
+    scored = json.loads((out / "cocoseg_summary.json").read_text())["lesion_cases"]["dice"]
+    assert scored["n"] >= 1 and history["val_dice"][0] == pytest.approx(scored["mean"], abs=1e-6)
     assert json.loads((tmp_path / "run" / "datalist.json").read_text())["image_format"] == "nifti"
     assert (tmp_path / "run" / "models" / "model.pt").is_file()
     assert load_plan(tmp_path / "run" / "plan.yaml")["target_spacing"] == pytest.approx([500 / 48] * 2, abs=1e-4)
@@ -207,18 +198,52 @@ def test_train_flags_map_to_bundle_keys(tmp_path):
 
 
 def test_train_defaults_are_the_original_ones():
+    from cocoseg_monai.settings import default_workers
+
     args = parse_args(["train"])
     expected = {"epoch": 500, "lr": 1e-4, "bs": 8, "dataset_root": "./dataset", "logdir": "./logs/",
                 "use_gpu": False, "val_ratio": 0.2, "random_seed": 42, "loss_type": "combined",
-                "dice_weight": 0.5, "ce_weight": 0.5, "val_freq": 1, "save_freq": 5, "num_workers": 4,
+                "dice_weight": 0.5, "ce_weight": 0.5, "val_freq": 1, "save_freq": 5, "num_workers": default_workers(),
                 "resume": False, "resume_ckpt": "./logs/latest.pth"}
     assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_train_default_loader_workers_are_4_at_most_the_usable_cpus():
+    from cocoseg_monai.settings import usable_cpus
+
+    assert TRAIN_FLAGS["num_workers"][1] == min(4, usable_cpus())
+    args = parse_args(["train"])
+    assert train_overrides(args, args._explicit)["num_workers"] == min(4, usable_cpus())
+    args = parse_args(["train", "--num_workers", "64"])  # given: kept (check_training_settings warns)
+    assert train_overrides(args, args._explicit)["num_workers"] == 64
 
 
 def test_missing_default_dataset_root_falls_back_to_embedded_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = parse_args(["train"])
     assert train_overrides(args, args._explicit)["dataset_dir"] == ""
+    args = parse_args(["train", "--dataset_root", ""])  # '' asks for the embedded data
+    assert train_overrides(args, args._explicit)["dataset_dir"] == ""
+
+
+@pytest.mark.parametrize("given", [["--dataset_root", "./dataset"], ["--dataset_root", "./datset"], ["--config", "c.json"]])
+def test_dataset_root_given_but_missing_is_refused_naming_it(given, tmp_path, monkeypatch):
+    from cocoseg_monai.cli import main
+    from cocoseg_monai.data import DataError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.json").write_text(json.dumps({"dataset_root": "./dataset"}))
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the bundle must not run on the embedded data instead")
+
+    monkeypatch.setattr("cocoseg_monai.bundle.run_bundle", no_run)
+    root = given[1] if given[0] == "--dataset_root" else "./dataset"
+    args = parse_args(["train", *given])
+    with pytest.raises(DataError, match=rf"^--dataset_root {root} does not exist"):
+        train_overrides(args, args._explicit)
+    with pytest.raises(SystemExit, match=rf"^cocoseg train: --dataset_root {root} does not exist \(give --dataset_root ''"):
+        main(["train", *given])
 
 
 def test_config_file_values_sit_between_defaults_and_flags(tmp_path):
@@ -238,9 +263,13 @@ def test_config_file_with_unknown_key_is_refused_naming_it(tmp_path):
 @pytest.mark.parametrize("name", ["default_config.json", "focal_loss_config.json", "large_batch_config.json"])
 def test_shipped_config_files_parse(name):
     path = Path(__file__).resolve().parents[1] / "configs" / name
+    values = json.loads(path.read_text())
     args = parse_args(["train", "--config", str(path)])
-    assert set(json.loads(path.read_text())) <= set(TRAIN_FLAGS)
-    assert args.epoch > 0
+    assert set(values) <= set(TRAIN_FLAGS) and values
+    assert {k: getattr(args, k) for k in values} == values  # every value in the file, as written
+    assert {k: getattr(args, k) for k in TRAIN_FLAGS if k not in values} == {
+        k: default for k, (_, default) in TRAIN_FLAGS.items() if k not in values
+    }  # the defaults for the rest
 
 
 def test_eval_takes_the_training_runs_plan(two_epoch_run, tmp_path):

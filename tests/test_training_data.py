@@ -42,6 +42,12 @@ def test_missing_dataset_dir_is_an_error_naming_it(tmp_path):
         prepare_training_data(str(tmp_path / "nowhere"), tmp_path / "logs")
 
 
+def test_missing_dataset_dir_is_an_error_even_where_a_saved_split_would_be_reused(tmp_path, small_default):
+    prepare_training_data("", tmp_path / "logs", default_data_dir=tmp_path / "d")
+    with pytest.raises(DataError, match=r"^dataset_dir .*dataset does not exist \(an empty dataset_dir means"):
+        prepare_training_data(str(tmp_path / "dataset"), tmp_path / "logs", reuse_split=True)
+
+
 def test_resume_reuses_the_saved_split(tmp_path, small_default):
     first = prepare_training_data("", tmp_path / "logs", default_data_dir=tmp_path / "d", seed=1)
     again = prepare_training_data("", tmp_path / "logs", default_data_dir=tmp_path / "d", seed=2, reuse_split=True)

@@ -144,6 +144,24 @@ def test_unreadable_nifti_raises_naming_the_file(tmp_path):
         LoadImageCheckedd(keys="pet", image_format="nifti")({"pet": str(path)})
 
 
+def test_building_loaders_does_not_report_monais_unused_nvimagecodec_fallback(recwarn, caplog):
+    import logging
+    import warnings
+
+    caplog.set_level(logging.DEBUG)
+    for image_format in ("png", "nifti", "dicom"):
+        get_train_transforms(image_format, patch_size=(8, 8))
+        get_infer_transforms(image_format)
+    assert not [str(w.message) for w in recwarn if "nvImageCodec" in str(w.message)]
+    assert not [r.getMessage() for r in caplog.records if "nvImageCodec" in r.getMessage()]
+    # only those two messages are dropped: another warning or record of the same modules still shows
+    warnings.warn_explicit("NvImgCodecPydicomReader: something else", UserWarning, "image_reader.py", 1,
+                           module="monai.data.image_reader")  # fmt: skip
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").warning("nvImageCodec: something else")
+    assert [str(w.message) for w in recwarn] == ["NvImgCodecPydicomReader: something else"]
+    assert [r.getMessage() for r in caplog.records if "nvImageCodec" in r.getMessage()] == ["nvImageCodec: something else"]
+
+
 # ------------------------------------------------------------------------------------ intensities
 
 
@@ -341,6 +359,42 @@ def test_nifti_label_off_the_ct_grid_raises_naming_files_and_shapes(tmp_path):
     with pytest.raises(RuntimeError) as excinfo:
         get_val_transforms("nifti")(item)
     assert "'label' " + item["label"] + " spatial shape (8, 6, 3)" in str(_data_error(excinfo))
+
+
+@pytest.mark.parametrize(
+    "label_grid, label_described",
+    [
+        ({"spacing": (1, 1, 2), "origin": (5.0, 0.0, 0.0)}, "spacing [1.0, 1.0, 2.0] mm, origin [5.0, 0.0, 0.0] mm, axes RAS"),
+        ({"spacing": (1.2, 1, 2), "origin": (0.0, 0.0, 0.0)}, "spacing [1.2, 1.0, 2.0] mm, origin [0.0, 0.0, 0.0] mm, axes RAS"),
+    ],
+    ids=["other-origin", "other-spacing"],
+)
+def test_nifti_label_of_the_ct_shape_on_another_grid_raises_naming_both_files_and_grids(tmp_path, label_grid,
+                                                                                         label_described):
+    item = _volume_item(tmp_path)
+    _save_nifti(Path(item["label"]), nib.load(item["label"]).get_fdata().astype(np.uint8), **label_grid)
+    for axcodes in ("LPS", None):
+        with pytest.raises(RuntimeError) as excinfo:
+            get_val_transforms("nifti", axcodes=axcodes)(item)
+        message = str(_data_error(excinfo))
+        assert f"'image' {item['image']} and 'label' {item['label']} have the same shape (8, 6, 4) but lie on " \
+               "different grids in space" in message
+        assert "'image' spacing [1.0, 1.0, 2.0] mm, origin [0.0, 0.0, 0.0] mm, axes RAS; " in message
+        assert f"'label' {label_described}." in message
+
+
+def test_nifti_label_on_the_ct_grid_within_header_rounding_or_stored_flipped_is_accepted(tmp_path):
+    item = _volume_item(tmp_path)
+    expected = get_val_transforms("nifti")(item)["label"]
+    stored = nib.load(item["label"]).get_fdata().astype(np.uint8)
+    _save_nifti(Path(item["label"]), stored, spacing=(1, 1, 2), origin=(1e-5, -1e-5, 0.0))  # float32 header noise
+    torch.testing.assert_close(get_val_transforms("nifti")(item)["label"], expected)
+    # the same voxels stored with x reversed (and an affine that says so): the same grid in space
+    _save_nifti(Path(item["label"]), stored[::-1].copy(), spacing=(-1, 1, 2), origin=(7.0, 0.0, 0.0))
+    torch.testing.assert_close(get_val_transforms("nifti")(item)["label"], expected)
+    with pytest.raises(RuntimeError) as excinfo:  # ... unless nothing reorients it: its voxels would pair wrongly
+        get_val_transforms("nifti", axcodes=None)(item)
+    assert "axes LAS." in str(_data_error(excinfo))
 
 
 def test_nifti_keeps_stored_voxel_order_without_axcodes(tmp_path):

@@ -50,3 +50,30 @@ def test_pet_mip_keeps_aspect_ratio_and_marks_lesions(tmp_path, patient):
         assert img.size[1] == 200 and img.size[0] == pytest.approx(200 * x_mm / z_mm, abs=2)
         rgb = np.asarray(img.convert("RGB")).astype(int)
     assert ((rgb[..., 0] - rgb[..., 1]) > 80).any() == bool(patient.label.any())
+
+
+def test_overlay_shows_anterior_at_the_top_and_the_patients_right_on_the_left(tmp_path):
+    from cocoseg_monai.conventions import to_display
+
+    # a slice as the phantom holds it, (x, y) with x to the patient's left and y anterior, grey
+    # with a white mark in its anterior-right corner only; to_display defines where that is shown
+    las = np.full((40, 20), 0.5, np.float32)  # wider than deep: a missing or swapped transpose would show
+    las[2:8, 15:19] = 1.0  # x 2..7: the patient's right; y 15..18: anterior
+    display = to_display(las)
+    np.testing.assert_array_equal(np.argwhere(display == 1.0).min(0), [1, 2])  # rows 1..4 (top),
+    np.testing.assert_array_equal(np.argwhere(display == 1.0).max(0), [4, 7])  # cols 2..7 (left)
+    # the transforms hold that slice as MONAI loads the PNG to_display gives: y from anterior (LP)
+    lps = las[:, ::-1]
+    out = save_overlay(lps, np.zeros_like(lps), None, None, tmp_path / "o.png", panel_px=160)
+    with Image.open(out) as img:
+        ct_panel = np.asarray(img.convert("L")).astype(int)[:, :160]
+    grey = abs(ct_panel - 128) < 20  # the drawn slice on a black figure (and the title's anti-aliasing)
+    drawn_rows, drawn_cols = np.nonzero(grey.sum(1) > 40)[0], np.nonzero(grey.sum(0) > 20)[0]
+    top, bottom, left, right = drawn_rows.min(), drawn_rows.max() + 1, drawn_cols.min(), drawn_cols.max() + 1
+    assert (right - left) / (bottom - top) == pytest.approx(2.0, abs=0.1)  # 40 wide, 20 high
+    inside = ct_panel[top:bottom, left:right]
+    rows, cols = np.nonzero(inside > 230)
+    # back in slice pixels (20 x 40): where `display` has its mark, give or take the resampling
+    scale_r, scale_c = (bottom - top) / 20, (right - left) / 40
+    assert 1 - 0.5 <= rows.min() / scale_r and (rows.max() + 1) / scale_r <= 5 + 0.5
+    assert 2 - 0.5 <= cols.min() / scale_c and (cols.max() + 1) / scale_c <= 8 + 0.5

@@ -54,6 +54,7 @@ __all__ = [
     "SPACING_FILENAME",
     "read_spacing",
     "strip_nifti_suffix",
+    "check_sizes",
 ]
 
 
@@ -145,8 +146,9 @@ def find_pairs(folder: str | os.PathLike, require_labels: bool = True) -> list[d
     Raises
     ------
     DataError
-        Missing folders, empty folders, names off the pattern, a mix of PNG and NIfTI, or files
-        without a partner in another modality folder (each listed with the folder it lacks).
+        Missing folders, empty folders, names off the pattern, a mix of PNG and NIfTI, files
+        without a partner in another modality folder (each listed with the folder it lacks), or
+        partners of different sizes (:func:`check_sizes`).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -185,7 +187,68 @@ def find_pairs(folder: str | os.PathLike, require_labels: bool = True) -> list[d
         item = {k: str(listed[k][name].resolve()) for k in keys}
         item["patient"] = _patient_of(name, fmt)
         items.append(item)
+    check_sizes(items, where=str(folder))
     return items
+
+
+def check_sizes(items: Sequence[Mapping[str, Any]], where: str = "the data set") -> None:
+    """Refuse items whose files that must be the same size are not, reading headers only.
+
+    A PNG slice's CT, PET and mask must have the same width and height; a NIfTI mask must have its
+    CT's shape (the PET has its own grid and is resampled onto the CT's). Sizes come from the file
+    headers (PIL reads a PNG's size without decoding its pixels, nibabel a NIfTI header without
+    its data), so that thousands of slices are checked in moments, at discovery, instead of
+    failing when a file is first read, possibly a test file after a whole training run.
+
+    Raises
+    ------
+    DataError
+        Naming both files and their sizes of each mismatched pair (the first few, and the count),
+        or a file whose header cannot be read.
+    """
+    mismatched = []
+    for item in items:
+        image = item.get("image")
+        if not isinstance(image, str):
+            continue
+        fmt = "png" if image.lower().endswith(".png") else "nifti" if image.lower().endswith(NIFTI_SUFFIXES) else None
+        if fmt is None:
+            continue  # a DICOM series folder: its size is the reader's business
+        partners = ("pet", "label") if fmt == "png" else ("label",)
+        ct_size = _header_size(image, fmt)
+        for key in partners:
+            other = item.get(key)
+            if isinstance(other, str) and (size := _header_size(other, fmt)) != ct_size:
+                mismatched.append(f"{image} is {_format_size(ct_size)} but {other} is {_format_size(size)}")
+    if mismatched:
+        what = "slices" if all(str(i.get("image", "")).lower().endswith(".png") for i in items) else "files"
+        raise DataError(
+            f"{len(mismatched)} pair(s) of {what} in {where} differ in size where they must match: "
+            f"{_preview(mismatched)}"
+        )
+
+
+def _header_size(path: str, fmt: str) -> tuple[int, ...]:
+    """A PNG's (width, height) or a NIfTI volume's shape (trailing 1s beyond 3D dropped), from
+    the header alone."""
+    try:
+        if fmt == "png":
+            from PIL import Image
+
+            with Image.open(path) as img:
+                return tuple(int(v) for v in img.size)
+        import nibabel as nib
+
+        shape = tuple(int(v) for v in nib.load(path).shape)
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        return shape
+    except Exception as err:  # PIL, nibabel and the file system each raise their own types
+        raise DataError(f"cannot read the header of {path}: {type(err).__name__}: {err}") from None
+
+
+def _format_size(size: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in size)
 
 
 def image_format_of(path: str | os.PathLike) -> str:
@@ -401,6 +464,8 @@ def build_datalist(
     if layout == "datalist":
         datalist = load_datalist(root, require_labels=require_labels)
         datalist["layout"] = "datalist"  # where the items come from now, whatever the JSON says
+        for section in DATALIST_SECTIONS:
+            check_sizes(datalist[section], where=f"{root} [{section}]")
     elif layout == "presplit":
         if not (root / SPLIT_FOLDERS["validation"]).is_dir():
             raise DataError(f"pre-split data root {root} has train/ but no val/ folder")

@@ -43,8 +43,12 @@ def prepare_training_data(
         the datalist: ``{"training", "validation", "test", "image_format", ...}``.
 
     Raises:
-        DataError: when ``dataset_dir`` does not exist or holds no usable data.
+        DataError: when ``dataset_dir`` is given (not empty) and does not exist, also when a saved
+            split would be reused, or when it holds no usable data.
     """
+    if dataset_dir is not None and str(dataset_dir).strip() and not Path(dataset_dir).exists():
+        # refused even where a saved split would be reused: a path given is meant to be used
+        raise DataError(f"dataset_dir {dataset_dir} does not exist (an empty dataset_dir means the default phantom data)")
     saved = Path(logdir) / DATALIST_FILENAME
     if reuse_split and saved.is_file():
         logger.info("reusing the split of %s", saved)
@@ -77,9 +81,7 @@ def _data_root(dataset_dir: str | os.PathLike | None, default_data_dir: Path) ->
         logger.info("no dataset_dir given: the default phantom data set in %s", default_data_dir)
         make_default_dataset(default_data_dir)
         return default_data_dir
-    root = Path(dataset_dir)
-    if not root.exists():
-        raise DataError(f"dataset_dir {root} does not exist")
+    root = Path(dataset_dir)  # it exists: prepare_training_data checked
     if root.is_dir() and not any(root.iterdir()):
         logger.info("dataset_dir %s is empty: generating the default phantom data set there", root)
         make_default_dataset(root)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..plan import DEFAULT_PLAN
+from ..conventions import PNG_NAME_PATTERN
 from ..metrics import case_record, percent_suvmax, suv_threshold, write_evaluation
+from ..plan import DEFAULT_PLAN
 
 __all__ = ["CaseEvaluationWriter", "BASELINES"]
 
@@ -26,7 +26,17 @@ BASELINES = {
     "suvmax41": lambda pet, truth: percent_suvmax(pet, truth, 0.41),
 }
 
-_SLICE = re.compile(r"_slice_(\d+)\.png$")
+#: the suffix of a written mask's name: ``<CT file name without .png>_seg.png``, ``<case>_seg.nii.gz``
+MASK_SUFFIX = "_seg"
+
+
+class _Item(NamedTuple):
+    """One decollated output item: its slice number (0 for a volume, or a file name off the
+    slice pattern), the name of its CT file, its arrays."""
+
+    number: int
+    ct_name: str
+    arrays: dict[str, np.ndarray]
 
 
 class CaseEvaluationWriter:
@@ -37,6 +47,13 @@ class CaseEvaluationWriter:
     are stacked along z in slice-number order (from the ``_slice_N.png`` file name); 3D items
     are cases of their own. Voxel spacing comes from the image's affine, or ``spacing_mm`` for
     PNG slices (which carry none; then volumes are in units of ``prod(spacing_mm)`` mm^3).
+
+    Predicted masks (``save_predictions``) go to ``<output_dir>/predictions``: a volume's as
+    ``<case>_seg.nii.gz`` with the affine of the array the network saw (the CT's, as reoriented
+    and resampled by the transforms), so that it overlays the CT in any viewer; a PNG slice's as
+    ``<CT file name>_seg.png`` (``patient_7_slice_12.png`` -> ``patient_7_slice_12_seg.png``,
+    whatever the numbering) and its case's slices stacked as ``<case>_seg.nii.gz`` of
+    ``spacing_mm`` voxels.
 
     Args:
         output_dir: where the files go.
@@ -65,8 +82,9 @@ class CaseEvaluationWriter:
         self.save_predictions = save_predictions
         self.name = name
         self.summary: dict[str, Any] = {}
-        self._items: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = defaultdict(list)
+        self._items: dict[str, list[_Item]] = defaultdict(list)
         self._spacing: dict[str, tuple[float, ...]] = {}
+        self._affine: dict[str, np.ndarray] = {}
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -77,6 +95,7 @@ class CaseEvaluationWriter:
     def _reset(self, engine: Engine) -> None:
         self._items.clear()
         self._spacing.clear()
+        self._affine.clear()
 
     def _collect(self, engine: Engine) -> None:
         for item in engine.state.output:
@@ -89,22 +108,29 @@ class CaseEvaluationWriter:
                 "pet_suv": torch.as_tensor(image[1]).float().cpu().numpy() * self.suv_max,
             }
             meta = getattr(image, "meta", {})
-            match = _SLICE.search(str(meta.get("filename_or_obj", "")))
-            self._items[case].append((int(match.group(1)) if match else 0, arrays))
+            ct_name = Path(str(meta.get("filename_or_obj", ""))).name
+            match = PNG_NAME_PATTERN.match(ct_name)
+            self._items[case].append(_Item(int(match.group("slice")) if match else 0, ct_name, arrays))
             if arrays["pred"].ndim == 3:
-                self._spacing[case] = tuple(float(v) for v in torch.as_tensor(image.affine)[:3, :3].norm(dim=0))
+                affine = _ras_affine(image)
+                self._affine[case] = affine
+                self._spacing[case] = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
 
     def _from_slices(self, case: str) -> bool:
-        return self._items[case][0][1]["pred"].ndim == 2
+        return self._items[case][0].arrays["pred"].ndim == 2
+
+    def _slices(self, case: str) -> list[_Item]:
+        """A case's items in z order: slice-number order (stable for names off the pattern)."""
+        return sorted(self._items[case], key=lambda item: item.number)
 
     def _volumes(self) -> dict[str, dict[str, np.ndarray]]:
         out = {}
         for case, items in self._items.items():
-            items = sorted(items, key=lambda t: t[0])
             if self._from_slices(case):
-                out[case] = {k: np.stack([a[k] for _, a in items], axis=-1) for k in items[0][1]}
+                items = self._slices(case)
+                out[case] = {k: np.stack([item.arrays[k] for item in items], axis=-1) for k in items[0].arrays}
             else:
-                out[case] = items[0][1]
+                out[case] = items[0].arrays
         return out
 
     def _finish(self, engine: Engine) -> None:
@@ -132,24 +158,23 @@ class CaseEvaluationWriter:
             )
 
     def _save_pictures(self, records: list[dict], volumes: dict, spacing: dict) -> None:
-        import gzip
-
-        import nibabel as nib
-
-        from ..atomic import atomic_write
-        from ..visualize import save_overlay, save_pet_mip
-
         from PIL import Image
+
+        from ..atomic import atomic_write, atomic_write_nifti
+        from ..visualize import save_overlay, save_pet_mip
 
         pred_dir = self.output_dir / "predictions"
         for case, v in volumes.items():
-            img = nib.Nifti1Image(v["pred"].astype(np.uint8), np.diag([*spacing[case], 1.0]))
-            with atomic_write(pred_dir / f"{case}_seg.nii.gz", "wb") as f:
-                f.write(gzip.compress(img.to_bytes(), compresslevel=1))
-            numbers = sorted(n for n, _ in self._items[case]) if self._from_slices(case) else []
-            for k, number in enumerate(numbers):  # the volume's z order is the slice-number order
+            # a volume: the affine of its array, so that the mask lies on its CT in world space;
+            # stacked PNG slices carry no geometry: their voxel size only
+            affine = self._affine.get(case, np.diag([*spacing[case], 1.0]))
+            atomic_write_nifti(pred_dir / f"{case}{MASK_SUFFIX}.nii.gz", v["pred"].astype(np.uint8), affine)
+            if not self._from_slices(case):
+                continue
+            for k, item in enumerate(self._slices(case)):  # the volume's z order
                 mask = Image.fromarray(v["pred"][..., k].T.astype(np.uint8) * 255)  # (x, y) -> rows, cols
-                with atomic_write(pred_dir / f"patient_{case}_slice_{number:04d}_seg.png", "wb") as f:
+                name = f"{Path(item.ct_name).stem}{MASK_SUFFIX}.png" if item.ct_name else f"{case}_{k + 1}{MASK_SUFFIX}.png"
+                with atomic_write(pred_dir / name, "wb") as f:
                     mask.save(f, format="PNG")
         lesion = sorted((r for r in records if r["has_lesion"]), key=lambda r: r["dice"])
         for tag, r in (("worst", lesion[0]), ("best", lesion[-1])) if lesion else ():
@@ -161,3 +186,11 @@ class CaseEvaluationWriter:
             save_overlay(v["ct"][..., k], pet, v["truth"][..., k], v["pred"][..., k], out, title=title)
             save_pet_mip(v["pet_suv"], v["pred"], pred_dir / f"mip_{tag}_{r['case']}.png", spacing_mm=spacing[r["case"]])
 
+
+def _ras_affine(image: Any) -> np.ndarray:
+    """The float64 voxel-to-world affine of ``image`` (a MetaTensor) in NIfTI's RAS+ world (MONAI
+    keeps an LPS affine for images read in that space)."""
+    affine = np.asarray(torch.as_tensor(image.affine, dtype=torch.float64).cpu())
+    if str(getattr(image, "meta", {}).get("space", "RAS")).upper() == "LPS":
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    return affine

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import blocks, nets
 from .nets import COCOSEG_PRESETS, CoCoSegNet, CoCoSegV2
 from .parameters import ParameterCount, count_parameters, format_breakdown, parameter_breakdown
-from .weights import load_weights
+from .weights import check_checkpoint, load_weights, read_checkpoint
 
 __all__ = [
     "blocks",
@@ -18,4 +18,6 @@ __all__ = [
     "parameter_breakdown",
     "format_breakdown",
     "load_weights",
+    "check_checkpoint",
+    "read_checkpoint",
 ]

@@ -1,12 +1,15 @@
-"""Content checks that fail early with the offending file named: non-finite voxels, size mismatch."""
+"""Content checks that fail early with the offending file named: non-finite voxels, size or grid
+mismatch, volumes apart, missing geometry."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
@@ -61,23 +64,37 @@ class CheckFinited(MapTransform):
 
 
 class CheckSameSpatialShaped(MapTransform):
-    """Raise unless all ``keys`` have the same spatial shape (channel dimension excluded).
+    """Raise unless all ``keys`` have the same spatial shape (channel dimension excluded) and,
+    where they are volumes placed in the world by their files, the same grid there (affine).
 
-    Used after loading PNG slices (CT, PET and mask must be the same size) and after resampling
-    PET onto the CT grid (the label must be on that grid too). Dictionary only: it compares items.
+    Used after loading PNG slices (CT, PET and mask must be the same size), after reorienting
+    a NIfTI label with its CT (it must lie on the CT's grid: a label of the right shape but
+    another origin, spacing or direction marks the wrong voxels), and after resampling PET onto
+    the CT grid. Dictionary only: it compares items.
+
+    Affines are compared only between volumes (3 spatial dimensions) that come from a file whose
+    header places them (a MetaTensor with ``filename_or_obj``, not both of ``qform_code`` and
+    ``sform_code`` 0); PNG slices carry no geometry. Two affines match when their direction and
+    spacing parts differ by at most ``rtol`` of the largest entry and their origins by at most
+    ``voxel_tol`` of the smallest voxel size (the rounding of a header's float32 fields).
 
     Input/output: ``{key: [C, *spatial]}``, unchanged.
 
     Raises
     ------
     DataError
-        Naming every key with its file and spatial shape.
+        Naming every key with its file and spatial shape, or both files with the spacing, origin
+        and axis directions of their affines (as stored in the file where the meta keeps that).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, rtol: float = 1e-4, voxel_tol: float = 1e-3, allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.rtol = rtol
+        self.voxel_tol = voxel_tol
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -85,7 +102,50 @@ class CheckSameSpatialShaped(MapTransform):
         if len(set(shapes.values())) > 1:
             detail = "; ".join(f"{key!r} {filename_of(d[key])} spatial shape {shape}" for key, shape in shapes.items())
             raise DataError(f"spatial sizes differ where they must match: {detail}")
+        placed = {key: affine for key in shapes if (affine := _placed_affine(d[key])) is not None}
+        if len(placed) > 1:
+            (ref_key, ref), *others = placed.items()
+            for key, affine in others:
+                if not self._same_grid(ref, affine):
+                    raise DataError(
+                        f"{ref_key!r} {filename_of(d[ref_key])} and {key!r} {filename_of(d[key])} have the same shape "
+                        f"{shapes[key]} but lie on different grids in space: {ref_key!r} {_describe(d[ref_key])}; "
+                        f"{key!r} {_describe(d[key])}. The label must be stored on its CT's grid (same origin, "
+                        "spacing and directions)"
+                    )
         return d
+
+    def _same_grid(self, a: np.ndarray, b: np.ndarray) -> bool:
+        linear_a, linear_b = a[:3, :3], b[:3, :3]
+        scale = float(np.abs(linear_a).max())
+        smallest_voxel = float(np.linalg.norm(linear_a, axis=0).min())
+        return bool(
+            np.abs(linear_a - linear_b).max() <= self.rtol * scale
+            and np.abs(a[:3, 3] - b[:3, 3]).max() <= self.voxel_tol * smallest_voxel
+        )
+
+
+def _placed_affine(img: Any) -> np.ndarray | None:
+    """The float64 4x4 affine of a volume whose file places it in the world; None otherwise."""
+    if not isinstance(img, MetaTensor) or img.ndim != 4 or not img.meta.get("filename_or_obj"):
+        return None
+    codes = [img.meta.get(name) for name in ("qform_code", "sform_code")]
+    if all(c is not None for c in codes) and all(int(c) == 0 for c in codes):
+        return None  # no geometry in the file (CheckGeometryd refuses such images where it matters)
+    affine = np.asarray(torch.as_tensor(img.affine, dtype=torch.float64).cpu())
+    return affine if affine.shape == (4, 4) else None
+
+
+def _describe(img: MetaTensor) -> str:
+    """Spacing, origin and axis directions of ``img``'s affine as its file stores it (the meta's
+    ``original_affine``, before any reorientation), else of its current one."""
+    import nibabel as nib
+
+    stored = img.meta.get("original_affine")
+    affine = np.asarray(stored if stored is not None else img.affine, dtype=np.float64)
+    spacing = [round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)]
+    origin = [round(float(v), 4) for v in affine[:3, 3]]
+    return f"spacing {spacing} mm, origin {origin} mm, axes {''.join(nib.aff2axcodes(affine))}"
 
 
 class CheckOverlapd(MapTransform):

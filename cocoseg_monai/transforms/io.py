@@ -11,8 +11,11 @@ inverse transpose, so a ``[1, W, H]`` prediction saved with it lines up with the
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import uuid
+import warnings
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -32,6 +35,39 @@ VOLUME_FORMATS = ("nifti", "dicom")
 # PNG modes with colour, alpha or a palette: stored greyscale data is read through PIL's "L"
 # conversion so that every PNG yields one channel. 16-bit modes ("I;16*", "I") are left alone.
 _PNG_TO_GREY_MODES = {"1", "P", "PA", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+# MONAI's LoadImage builds every default reader beside the one it is given, and one of them,
+# NvImgCodecPydicomReader, reports on each build without the optional nvImageCodec GPU decoder that
+# it falls back to pydicom's decoders: a UserWarning and a log record, repeated for every loader a
+# run builds (training and validation transforms, again in the loader workers). The project reads
+# PNG with PILReader, NIfTI with NibabelReader and DICOM series with its own DicomSeriesReader, so
+# the fallback concerns nothing it reads. Exactly these two messages are dropped, and only once a
+# project loader is built; every other warning and record still shows.
+_NVIMGCODEC_WARNING = "NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register successfully."
+_NVIMGCODEC_LOGGER = "monai.data.nvimgcodec_pydicom_plugin"
+_NVIMGCODEC_RECORD = "nvImageCodec is not available; skipping pydicom decoder plugin registration."
+
+
+class _DropRecord(logging.Filter):
+    """Drops the log records whose message is ``message``, exactly."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+_DROP_NVIMGCODEC_RECORD = _DropRecord(_NVIMGCODEC_RECORD)
+
+
+def _silence_nvimgcodec_fallback() -> None:
+    # idempotent: filterwarnings replaces an identical filter, addFilter skips one it holds
+    warnings.filterwarnings("ignore", message=re.escape(_NVIMGCODEC_WARNING), category=UserWarning,
+                            module=r"monai\.data\.image_reader")
+    logging.getLogger(_NVIMGCODEC_LOGGER).addFilter(_DROP_NVIMGCODEC_RECORD)
 
 
 def _png_to_grey(img: Any) -> Any:
@@ -88,6 +124,7 @@ class LoadImageChecked(LoadImage):
 
     def __init__(self, image_format: str | None = None, dtype: DtypeLike = np.float32,
                  reader_args: Mapping[str, Any] | None = None) -> None:
+        _silence_nvimgcodec_fallback()
         super().__init__(reader=make_reader(image_format, **dict(reader_args or {})), image_only=True, dtype=dtype,
                          ensure_channel_first=True)
         self.image_format = image_format

@@ -195,6 +195,9 @@ def get_preprocess_transforms(
                 Orientationd(keys=CT, axcodes=axcodes, labels=None),  # None: honour the meta "space"
                 Orientationd(keys=LABEL, axcodes=axcodes, labels=None, allow_missing_keys=no_label),
             ]
+        # the label must lie on the CT's grid, not only have its shape: compared in one orientation,
+        # so that a label stored with its axes in another order or direction is still accepted
+        t.append(CheckSameSpatialShaped(keys=(CT, LABEL), allow_missing_keys=no_label))
         if target_spacing is not None:
             pixdim = (*_spacing(target_spacing), 0.0)  # 0: the slice spacing is kept
             t += [

@@ -121,17 +121,21 @@ def load_vgg19_weights(encoder: VGG19Encoder, path: str | os.PathLike) -> None:
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
-        ValueError: when the file cannot be read as a tensor state dict (truncated, not a
-            checkpoint, pickled objects) or its keys or shapes do not match; the message names
-            the file and the keys at fault.
+        CheckpointError: when the file cannot be read as a tensor state dict (truncated, not a
+            checkpoint, pickled objects); a ``ValueError``, naming the file.
+        ValueError: when its keys or shapes do not match; the message names the file and the
+            keys at fault.
     """
+    from cocoseg_monai.errors import CheckpointError
+    from cocoseg_monai.networks.weights import read_checkpoint  # here: networks/__init__ imports blocks first
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VGG19 weights file not found: {path}")
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"could not read VGG19 weights from {path}: {type(e).__name__}: {e}") from e
+        state_dict = read_checkpoint(path)  # refuses pickled objects and unreadable files, naming the file
+    except CheckpointError as e:
+        raise CheckpointError(f"could not read VGG19 weights: {e}") from None
     if isinstance(state_dict, Mapping) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, Mapping):
