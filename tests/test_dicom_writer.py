@@ -16,14 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import (
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-    PositronEmissionTomographyImageStorage,
-    RLELossless,
-)
+from pydicom import uid
 
 from cocoseg_monai.data.phantom import PhantomConfig, generate_patient, main, write_study_dicom
 from cocoseg_monai.dicom.writer import COMPRESSED_TRANSFER_SYNTAXES, write_series
@@ -102,9 +95,9 @@ def test_ct_round_trip_axis_aligned(tmp_path: Path, study) -> None:
     assert np.allclose(_affine_from_tags(datasets), study.ct_affine, atol=1e-6)
     for p, ds in zip(paths, datasets):
         assert p.read_bytes()[128:132] == b"DICM"  # Part 10: preamble and prefix
-        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.file_meta.TransferSyntaxUID == uid.ExplicitVRLittleEndian
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-        assert ds.SOPClassUID == CTImageStorage and ds.Modality == "CT"
+        assert ds.SOPClassUID == uid.CTImageStorage and ds.Modality == "CT"
         assert (ds.Rows, ds.Columns) == (SMALL.size, SMALL.size)
         assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (16, 16, 15, 0)
         assert (float(ds.RescaleIntercept), float(ds.RescaleSlope), ds.RescaleType) == (-1024.0, 1.0, "HU")
@@ -143,7 +136,7 @@ def test_pet_values_within_half_a_step(tmp_path: Path) -> None:
     datasets, volume = _read(paths)
     for k, ds in enumerate(datasets):
         slope = float(ds.RescaleSlope)
-        assert ds.SOPClassUID == PositronEmissionTomographyImageStorage and ds.Modality == "PT"
+        assert ds.SOPClassUID == uid.PositronEmissionTomographyImageStorage and ds.Modality == "PT"
         assert (ds.PixelRepresentation, float(ds.RescaleIntercept), ds.Units) == (1, 0.0, "BQML")
         assert (int(ds.ImageIndex), int(ds.NumberOfSlices)) == (k + 1, 4)
         assert len(str(ds.RescaleSlope)) <= 16  # a valid DS
@@ -204,7 +197,7 @@ def test_scan_time(tmp_path: Path, study) -> None:
 # transfer syntaxes, photometric interpretation, per-slice attributes
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEGLSLossless], ids=lambda u: u.name)
+@pytest.mark.parametrize("syntax", [uid.RLELossless, uid.JPEG2000Lossless, uid.JPEGLSLossless], ids=lambda u: u.name)
 @pytest.mark.parametrize("modality", ["CT", "PT"])
 def test_compressed_transfer_syntaxes_are_lossless(tmp_path: Path, study, syntax, modality: str) -> None:
     volume = study.ct_hu if modality == "CT" else _pet_values((32, 33, 3))

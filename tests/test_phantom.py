@@ -392,15 +392,6 @@ def test_runs_as_python_m(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "phantom.json").read_text())["patients"] == 1
 
 
-def test_png_encodings_are_the_project_conventions() -> None:
-    """The generator keeps no encoding of its own: what it re-exports is conventions' code."""
-    from cocoseg_monai import conventions
-
-    for name in ("CT_PNG_OFFSET", "PET_PNG_SCALE", "to_display", "from_display", "encode_ct_png",
-                 "encode_pet_png", "encode_mask_png", "decode_ct_png", "decode_pet_png"):
-        assert getattr(phantom, name) is getattr(conventions, name), name
-
-
 def test_save_preview(tmp_path: Path, io_studies) -> None:
     s = next(s for s in io_studies if s.lesions)
     path = save_preview(s, tmp_path / "p.png")

@@ -230,16 +230,10 @@ def get_train_transforms(
     neg: float = 1.0,
     hot: float = 0.0,
     hot_suv: float = 2.5,
-    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
     suv_max: float = DEFAULT_SUV_MAX,
-    ct_png_offset: float = DEFAULT_CT_PNG_OFFSET,
-    pet_png_scale: float = DEFAULT_PET_PNG_SCALE,
-    label_mapping: Mapping[Any, Any] | None = None,
     augment: bool = True,
     rot90_prob: float = 0.0,
-    axcodes: str | None = DEFAULT_AXCODES,
-    target_spacing: Sequence[float] | None = None,
-    png_spacing: Sequence[float] | None = None,
+    **settings: Any,
 ) -> Compose:
     """Preprocessing, lesion / hard-negative / background 2D patch sampling and augmentation.
 
@@ -259,8 +253,9 @@ def get_train_transforms(
 
     Parameters
     ----------
-    image_format, ct_window, suv_max, ct_png_offset, pet_png_scale, label_mapping, axcodes, target_spacing, png_spacing
-        See :func:`get_preprocess_transforms`.
+    image_format, suv_max
+        See :func:`get_preprocess_transforms`; ``settings`` are its other keyword arguments
+        (intensity scaling, orientation, spacing).
     patch_size
         2D patch ``(x, y)``.
     num_samples
@@ -279,12 +274,8 @@ def get_train_transforms(
         raise ValueError(f"patch_size must be 2D (x, y), got {patch_size}")
     keys = (CT, LABEL)
     t: list[Any] = list(
-        get_preprocess_transforms(
-            image_format, ct_window=ct_window, suv_max=suv_max, ct_png_offset=ct_png_offset,
-            pet_png_scale=pet_png_scale, label_mapping=label_mapping, axcodes=axcodes,
-            target_spacing=target_spacing, png_spacing=png_spacing,
-        ).transforms
-    )  # fmt: skip
+        get_preprocess_transforms(image_format, require_label=True, suv_max=suv_max, **settings).transforms
+    )
     if min(pos, hot, neg) < 0 or pos + hot + neg <= 0:
         raise ValueError(f"pos, hot, neg must be >= 0 and not all 0, got {pos}, {hot}, {neg}")
     volume = image_format != "png"

@@ -88,20 +88,6 @@ One job per module; this package re-exports the public API.
 
 from __future__ import annotations
 
-# The PNG encodings and display orientation live in cocoseg_monai.conventions; they are
-# re-exported here because code written against the single-module generator imports them from it.
-from cocoseg_monai.conventions import (
-    CT_PNG_OFFSET,
-    PET_PNG_SCALE,
-    decode_ct_png,
-    decode_pet_png,
-    encode_ct_png,
-    encode_mask_png,
-    encode_pet_png,
-    from_display,
-    to_display,
-)
-
 from .anatomy import Tissue
 from .cli import main
 from .config import (
@@ -120,8 +106,6 @@ from .preview import save_preview
 from .writing import make_default_dataset, write_dataset, write_study_nifti
 
 __all__ = [
-    "CT_PNG_OFFSET",
-    "PET_PNG_SCALE",
     "CT_HU_RANGE",
     "PET_SUV_MAX",
     "PHANTOM_VERSION",
@@ -138,12 +122,5 @@ __all__ = [
     "make_default_dataset",
     "save_preview",
     "patient_id",
-    "to_display",
-    "from_display",
-    "encode_ct_png",
-    "encode_pet_png",
-    "encode_mask_png",
-    "decode_ct_png",
-    "decode_pet_png",
     "main",
 ]
