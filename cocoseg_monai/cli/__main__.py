@@ -1,0 +1,7 @@
+"""``python -m cocoseg_monai.cli``: the ``cocoseg`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
