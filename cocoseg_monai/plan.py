@@ -38,7 +38,8 @@ import yaml
 
 from cocoseg_monai import conventions
 from cocoseg_monai.atomic import atomic_write
-from cocoseg_monai.data.discovery import SPACING_FILENAME, read_spacing
+from cocoseg_monai.conventions import SPACING_FILENAME
+from cocoseg_monai.data.datalist import read_spacing
 from cocoseg_monai.errors import PlanError
 
 __all__ = [

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .discovery import detect_layout, find_pairs, load_datalist
+from .datalist import load_datalist
+from .discovery import detect_layout, find_pairs
 
 __all__ = ["inference_items"]
 

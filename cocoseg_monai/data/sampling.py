@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .discovery import NIFTI_SUFFIXES
+from ..conventions import NIFTI_SUFFIXES
 
 __all__ = ["has_lesion", "lesion_weighted_sampler"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .discovery import build_datalist, load_datalist, write_datalist
+from .datalist import build_datalist, load_datalist, write_datalist
 
 __all__ = ["prepare_training_data", "DATALIST_FILENAME"]
 

@@ -19,7 +19,8 @@ import os
 import time
 from pathlib import Path
 
-from cocoseg_monai.data.discovery import NIFTI_SUFFIXES, strip_nifti_suffix
+from cocoseg_monai.conventions import NIFTI_SUFFIXES
+from cocoseg_monai.data.discovery import strip_nifti_suffix
 from cocoseg_monai.errors import DataError
 
 __all__ = ["PET_FOLDER", "LABEL_FOLDER", "pet_partner", "prepare_datastore"]

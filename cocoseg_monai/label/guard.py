@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cocoseg_monai.data.discovery import NIFTI_SUFFIXES  # the image files the app reads
+from cocoseg_monai.conventions import NIFTI_SUFFIXES  # the image files the app reads
 
 __all__ = [
     "NAME_QUERY_KEYS",

@@ -27,7 +27,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
 from cocoseg_monai.bundle import run_bundle
-from cocoseg_monai.data.discovery import split_by_patient, strip_nifti_suffix, write_datalist
+from cocoseg_monai.data.datalist import split_by_patient, write_datalist
+from cocoseg_monai.data.discovery import strip_nifti_suffix
 from cocoseg_monai.errors import DataError, error_chain, project_cause
 
 from .datastore import pet_partner
