@@ -165,6 +165,24 @@ def test_training_on_nifti_volumes_samples_and_validates_axial_slices(tmp_path):
     assert load_plan(tmp_path / "run" / "plan.yaml")["target_spacing"] == pytest.approx([500 / 48] * 2, abs=1e-4)
 
 
+def test_a_run_whose_validation_has_no_lesion_still_writes_its_model(tmp_path):
+    data = tmp_path / "no_lesions"
+    write_dataset(data, patients=3, seed=5, fmt="png", config=PhantomConfig(size=48, slices=4, lesion_free_fraction=1.0))
+    _train(data, tmp_path / "run", max_epochs=1, val_ratio=0.34, test_ratio=0.0)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["best_epoch"] is None  # no epoch was ranked: every validation case is lesion-free
+    weights = torch.load(tmp_path / "run" / "models" / "model.pt", weights_only=True)
+    ema = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)["ema"]
+    assert weights.keys() == ema.keys() and all(torch.equal(weights[k], ema[k]) for k in weights)
+    # and the evaluation after it has weights to load
+    from cocoseg_monai.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(tmp_path / "run" / "models" / "model.pt"), "--logdir", str(tmp_path / "run"),
+                 "--split", "val", "--output_dir", str(out), "--set", "num_workers=0"]) == 0  # fmt: skip
+    assert (out / "cocoseg_summary.json").is_file()
+
+
 def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
     import cocoseg_monai.atomic as atomic
 

@@ -22,6 +22,10 @@ class TrainingCheckpointer:
     """Save ``latest.pth`` every epoch, ``best_model.pth`` on a better validation metric,
     ``checkpoint_epoch_N.pth`` every ``save_freq`` epochs, and the bundle's ``models/model.pt``.
 
+    A run in which no validation gave the metric (every validation case lesion-free, so the Dice
+    per case is undefined) still ends with a ``models/model.pt``: the last epoch's weights, with a
+    warning, so that the evaluation and inference after it have weights to load.
+
     A checkpoint is a dict of state dicts, one per entry of ``save_dict`` (typically ``model``,
     ``ema``, ``optimizer``, ``scheduler``, ``trainer``, ``history``) plus ``checkpointer``
     (the best metric and its epoch). Everything in it loads with
@@ -78,6 +82,17 @@ class TrainingCheckpointer:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self._model_without_best)
+
+    def _model_without_best(self, engine: Engine) -> None:
+        """At the end of a run in which no epoch was ranked: the last weights as ``model_path``."""
+        if not self.enabled or self.model_path is None or self.best_metric is not None:
+            return
+        self._write(self._serialise(_unwrapped(self.save_dict[self.model_key]).state_dict()), self.model_path)
+        self.logger.warning(
+            "no validation gave %s (are all validation cases lesion-free?): %s holds the weights of the last "
+            "epoch, %d, unranked", self.key_metric, self.model_path, engine.state.epoch,
+        )
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch
