@@ -16,6 +16,7 @@ Subcommands:
 - ``cocoseg params``: parameter breakdown of the network (total, trainable, frozen, per part)
   and optionally its FLOPs per slice, as the original project's ``measure_model.py`` printed.
 - ``cocoseg plan RUN``: write the ``plan.yaml`` of a training run made before plans.
+- ``cocoseg publish RUN``: ship a run's weights and plan with the bundle, its figures in ``metadata.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 from .evaluate import _add_eval_parser, eval_overrides, run_plan
 from .infer import _add_convert_parser, _add_infer_parser, dicom_options, infer_checkpoint, infer_overrides
-from .tools import _add_label_datastore_parser, _add_params_parser, _add_plan_parser, _add_plot_parser
+from .tools import _add_label_datastore_parser, _add_params_parser, _add_plan_parser, _add_plot_parser, _add_publish_parser
 from .train import TRAIN_FLAGS, _add_train_parser, _load_flag_config, distributed_command, train_overrides
 
 __all__ = [
@@ -49,6 +50,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     _add_label_datastore_parser(sub)
     _add_params_parser(sub)
     _add_plan_parser(sub)
+    _add_publish_parser(sub)
     return parser
 
 

@@ -1,5 +1,6 @@
 """The smaller ``cocoseg`` subcommands: ``plan`` (the plan.yaml of a run made before plans),
-``plot-history``, ``params`` (the network's parameter breakdown) and ``label-datastore``."""
+``publish`` (a run's weights, plan and figures into the bundle), ``plot-history``, ``params``
+(the network's parameter breakdown) and ``label-datastore``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,30 @@ def _run_plan(args: argparse.Namespace) -> int:
         raise SystemExit(f"cocoseg plan: {Path(args.run) / PLAN_FILENAME} exists (--force replaces it)")
     path = write_plan(args.run, plan_from_run_config(args.run))
     print(f"wrote {path}")
+    return 0
+
+
+def _add_publish_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="ship a training run's weights and plan with the bundle, its figures in metadata.json",
+        description="Copy RUN/models/model.pt and RUN/plan.yaml into the bundle's models/ folder, list the weights "
+        "with their SHA-256 in the bundle's large_files.yml, and write the run's validation figures at its best "
+        "epoch into metadata.json's eval_metrics.",
+    )
+    p.add_argument("run", help="the training run's folder")
+    p.add_argument("--bundle", default=None, help="the bundle folder (default: the package's bundle/)")
+    p.add_argument("--note", default="", help="where the figures come from (machine, command, date)")
+    p.add_argument("--url", default="", help="where a release hosts the weights (default: none yet)")
+    p.set_defaults(func=_run_publish)
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from ..bundle import bundle_dir
+    from ..release import publish_run
+
+    metrics = publish_run(args.run, args.bundle or bundle_dir(), note=args.note, url=args.url)
+    print(json.dumps(metrics, indent=2))
     return 0
 
 
