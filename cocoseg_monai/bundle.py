@@ -1,13 +1,16 @@
-"""Locating and running the CoCoSeg MONAI Bundle from Python and the command line."""
+"""Locating, running and loading the CoCoSeg MONAI Bundle from Python and the command line."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["bundle_dir", "config_path", "run_bundle"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["bundle_dir", "config_path", "load_network", "run_bundle"]
 
 _ENV = "COCOSEG_BUNDLE"
 
@@ -68,3 +71,55 @@ def run_bundle(
     result = workflow.run()
     workflow.finalize()
     return result
+
+
+def load_network(
+    bundle: str | os.PathLike | None = None,
+    ckpt: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.nn.Module:
+    """The bundle's network with trained weights, on ``device`` and in eval mode: what
+    ``monai.bundle.load(name)`` returns for a model-zoo bundle.
+
+    ``monai.bundle.load`` builds ``network_def`` from ``configs/inference.json`` only, and this
+    bundle's configs are YAML. Here ``network_def`` is built from ``configs/inference.yaml`` of
+    ``bundle``, with the settings of the weights' plan (``plan.yaml`` beside ``ckpt`` or one folder
+    up, :func:`cocoseg_monai.plan.plan_of`), and the weights are loaded into it strictly, read by
+    PyTorch's weights-only unpickler (:func:`cocoseg_monai.networks.load_weights`).
+
+    Args:
+        bundle: the bundle folder (default :func:`bundle_dir`).
+        ckpt: the weights: a ``models/model.pt`` state dict or a training checkpoint (its EMA
+            weights are taken); default ``<bundle>/models/model.pt``, the shipped weights.
+        device: where the network goes.
+
+    Raises:
+        FileNotFoundError: naming ``ckpt`` or the bundle's ``inference.yaml`` when missing.
+        cocoseg_monai.errors.CheckpointError: ``ckpt`` holds pickled objects other than
+            tensors (refused unread) or is no readable checkpoint.
+        RuntimeError: naming ``ckpt`` and the mismatched keys, when the weights do not fit the
+            network their plan describes (weights without a plan get the default widths).
+
+    Example::
+
+        >>> import torch
+        >>> net = load_network()  # the shipped weights
+        >>> net(torch.rand(1, 2, 128, 128)).shape
+        torch.Size([1, 2, 128, 128])
+    """
+    from monai.bundle import ConfigParser
+
+    from cocoseg_monai.networks import load_weights
+
+    root = Path(bundle) if bundle is not None else bundle_dir()
+    config = root / "configs" / "inference.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"bundle config {config} not found")
+    weights = Path(ckpt) if ckpt is not None else root / "models" / "model.pt"
+    if not weights.is_file():  # before the network is built: the cheap failure first
+        raise FileNotFoundError(f"weights file {weights} does not exist")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser.update({"bundle_root": str(root), "ckpt_path": str(weights)})
+    network = load_weights(parser.get_parsed_content("network_def"), weights)
+    return network.to(device).eval()
