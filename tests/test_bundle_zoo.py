@@ -201,3 +201,32 @@ def test_load_network_defaults_to_the_shipped_weights_under_their_plan():
     network = load_network()
     assert not network.training
     assert list(network.features) == load_plan(SHIPPED.parent / "plan.yaml")["features"]
+
+
+def test_bundle_has_the_zoos_layout_and_lists_its_weights_with_their_hash():
+    import yaml
+
+    from cocoseg_monai.release import sha256
+
+    root = bundle_dir()
+    for name in ("configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "docs/README.md",
+                 "LICENSE", "large_files.yml", "models/model.pt", "models/plan.yaml"):
+        assert (root / name).is_file(), name
+    assert SHIPPED.stat().st_size < 25 * 2**20  # the zoo's limit for a committed file
+    listed = yaml.safe_load((root / "large_files.yml").read_text())["large_files"]
+    assert [(f["path"], f["hash_type"], f["hash_val"]) for f in listed] == [("models/model.pt", "sha256", sha256(SHIPPED))]
+    load_plan(root / "models" / "plan.yaml")  # complete and readable
+
+
+def test_version_is_in_the_changelog_and_the_package_the_bundle_and_the_app_agree():
+    import json
+
+    import cocoseg_monai
+
+    meta = json.loads(Path(_meta_file()).read_text())
+    assert meta["version"] in meta["changelog"]
+    assert max(meta["changelog"], key=lambda v: tuple(int(x) for x in v.split("."))) == meta["version"]
+    assert meta["version"] == cocoseg_monai.__version__ == meta["required_packages_version"]["cocoseg-monai"]
+    assert load_plan(bundle_dir() / "models" / "plan.yaml")["package_version"] == cocoseg_monai.__version__
+    # the figures are the shipped run's, as `cocoseg publish` wrote them
+    assert set(meta["eval_metrics"]) >= {"val_mean_dice_per_case", "best_epoch", "epochs", "note"}
