@@ -16,6 +16,7 @@ Subcommands:
 - ``cocoseg params``: parameter breakdown of the network (total, trainable, frozen, per part)
   and optionally its FLOPs per slice, as the original project's ``measure_model.py`` printed.
 - ``cocoseg plan RUN``: write the ``plan.yaml`` of a training run made before plans.
+- ``cocoseg report``: per-lesion SUV and volume, TMTV, TLG and Dmax of a label on its PET.
 - ``cocoseg publish RUN``: ship a run's weights and plan with the bundle, its figures in ``metadata.json``.
 """
 
@@ -29,6 +30,7 @@ from typing import Any
 
 from .evaluate import _add_eval_parser, eval_overrides, run_plan
 from .infer import _add_convert_parser, _add_infer_parser, dicom_options, infer_checkpoint, infer_overrides
+from .report import _add_report_parser
 from .tools import _add_label_datastore_parser, _add_params_parser, _add_plan_parser, _add_plot_parser, _add_publish_parser
 from .train import TRAIN_FLAGS, _add_train_parser, _load_flag_config, distributed_command, train_overrides
 
@@ -51,6 +53,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     _add_params_parser(sub)
     _add_plan_parser(sub)
     _add_publish_parser(sub)
+    _add_report_parser(sub)
     return parser
 
 
