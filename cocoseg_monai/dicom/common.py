@@ -1,5 +1,5 @@
-"""What every DICOM module here shares: the error, attribute look-up that names what is missing,
-and the DICOM date and time value representations (DA, TM, DT) as :class:`datetime.datetime`."""
+"""What every DICOM module here shares: attribute look-up that names what is missing,
+and the DICOM date and time value representations (DA, TM, DT) as :mod:`datetime` values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from cocoseg_monai.errors import DicomError
 
-__all__ = ["attribute", "has_value", "parse_da", "parse_tm", "parse_dt", "date_time"]
+__all__ = ["attribute", "has_value", "parse_da", "parse_tm", "parse_dt"]
 
 
 def has_value(ds: Any, keyword: str) -> bool:
@@ -69,8 +69,3 @@ def parse_dt(value: Any) -> _dt.datetime:
     date = parse_da(text[:8])
     time = parse_tm(text[8:]) if len(text) > 8 else _dt.time()
     return _dt.datetime.combine(date, time)
-
-
-def date_time(date: Any, time: Any) -> _dt.datetime:
-    """A DA and a TM value as one date-time."""
-    return _dt.datetime.combine(parse_da(date), parse_tm(time))

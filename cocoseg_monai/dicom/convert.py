@@ -17,12 +17,10 @@ from cocoseg_monai.atomic import atomic_write_json, atomic_write_nifti
 from cocoseg_monai.errors import DicomError
 
 from .series import SeriesVolume, read_series
-from .suv import SUVOverrides, SUVResult, suv_factor
+from .suv import SUV_KINDS, SUVOverrides, SUVResult, suv_factor
 
-__all__ = ["SUV_KINDS", "read_ct", "read_pet_suv", "series_record", "convert_study"]
+__all__ = ["read_ct", "read_pet_suv", "series_record", "convert_study"]
 
-#: ``bw``: body-weight SUV; ``lbm``: lean-body-mass SUV (SUL, Janmahasatian)
-SUV_KINDS = ("bw", "lbm")
 
 
 def read_ct(folder: str | os.PathLike, series_uid: str | None = None) -> SeriesVolume:

@@ -13,9 +13,9 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from cocoseg_monai.errors import DicomError
 
-from .convert import SUV_KINDS, read_ct, read_pet_suv
+from .convert import read_ct, read_pet_suv
 from .series import SeriesVolume
-from .suv import SUVOverrides
+from .suv import SUV_KINDS, SUVOverrides
 
 __all__ = ["DICOM_OPTIONS", "DicomSeriesReader", "reader_args"]
 

@@ -57,7 +57,7 @@ from cocoseg_monai.errors import DicomError
 
 from .common import attribute, has_value, parse_da, parse_dt, parse_tm
 
-__all__ = ["SUVOverrides", "SUVResult", "suv_factor"]
+__all__ = ["SUV_KINDS", "SUVOverrides", "SUVResult", "suv_factor"]
 
 #: (group, private creator, element offset, name) of the private attributes read here
 GE_SCAN_DATE_TIME = (0x0009, "GEMS_PETD_01", 0x0D, "GE PET scan date-time")
@@ -71,7 +71,8 @@ OVERRIDE_TOLERANCE = 0.01
 PLAUSIBLE_WEIGHT_KG = (1.0, 500.0)
 PLAUSIBLE_DOSE_MBQ = (1.0, 2000.0)
 PLAUSIBLE_HEIGHT_M = (0.3, 2.5)
-KINDS = ("bw", "lbm")
+#: ``bw``: body-weight SUV; ``lbm``: lean-body-mass SUV (SUL, Janmahasatian)
+SUV_KINDS = ("bw", "lbm")
 
 _HINTS = {
     "weight_kg": "give --weight_kg KG",
@@ -186,8 +187,8 @@ def suv_factor(datasets: Sequence[Any], overrides: SUVOverrides | None = None, k
     ValueError
         ``kind`` is not ``"bw"`` or ``"lbm"``.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if kind not in SUV_KINDS:
+        raise ValueError(f"kind must be one of {SUV_KINDS}, not {kind!r}")
     datasets = list(datasets)
     if not datasets:
         raise DicomError(f"{where + ': ' if where else ''}no DICOM headers given for the PET series")
