@@ -16,6 +16,7 @@ __all__ = [
     "PET_KEY",
     "LABEL_KEY",
     "PATH_KEYS",
+    "PET_SOURCE_KEY",
     "MODALITY_FOLDERS",
     "SPLIT_FOLDERS",
     "DATALIST_SECTIONS",
@@ -42,6 +43,8 @@ __all__ = [
 #: datalist keys: the CT (MONAI's "image"), the PET, the lesion mask
 CT_KEY, PET_KEY, LABEL_KEY = "image", "pet", "label"
 PATH_KEYS: tuple[str, ...] = (CT_KEY, PET_KEY, LABEL_KEY)
+#: inference: the PET's path, kept after the PET is loaded, resampled and stacked into "image"
+PET_SOURCE_KEY = "pet_source"
 #: datalist key -> folder name of that modality
 MODALITY_FOLDERS: dict[str, str] = {CT_KEY: "CT", PET_KEY: "PET", LABEL_KEY: "masks"}
 #: datalist section -> folder name in a pre-split root

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import _add_shared_flags, _check_run, _device, _parse_set
+from .report import add_report_options, report_options
 
 
 def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,10 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     _add_dicom_flags(p)
     p.add_argument("--dicom_seg", action="store_true",
                    help="DICOM input: also write the label as a DICOM SEG that references the CT series")
+    p.add_argument("--report", action="store_true",
+                   help="also measure each study's lesions: OUTPUT_DIR/<CT name>_report/ (lesions.csv, study.json, "
+                   "report.png) and OUTPUT_DIR/cohort.csv (see cocoseg report)")
+    add_report_options(p)
     _add_shared_flags(p, "set")
     p.set_defaults(func=_run_infer)
 
@@ -92,6 +97,10 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides[f"dicom#{key}"] = value
     if args.dicom_seg:
         overrides["dicom_seg"] = True
+    if args.report:
+        overrides["report"] = True
+        overrides.update({f"report_options#{k}": v for k, v in report_options(args).items()})
+        overrides["report_options#page"] = not args.no_page
     overrides.update(_parse_set(args.set, ("inference",)))
     return overrides
 

@@ -49,19 +49,34 @@ class LesionMetrics:
         return {**asdict(self), "sensitivity": self.sensitivity, "precision": self.precision}
 
 
-def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the fully connected components of a 2D or 3D binary ``mask``.
+def connected_components(mask: np.ndarray, full: bool = True) -> tuple[np.ndarray, int]:
+    """Label the connected components of a 2D or 3D binary ``mask`` (SimpleITK's ``ConnectedComponent``).
+
+    Args:
+        full: neighbours across edges and corners join voxels too (8 in 2D, 26 in 3D); False:
+            faces only (4 in 2D, 6 in 3D).
 
     Returns:
-        ``(labels, n)``: int32 labels of ``mask``'s shape (0 background, 1..n components).
+        ``(labels, n)``: int32 labels of ``mask``'s shape, 0 background and 1..n the components
+        numbered in the C order of their first voxel (whatever order SimpleITK gives them).
     """
     mask = np.asarray(mask)
     if mask.ndim not in (2, 3):
         raise ValueError(f"connected_components needs a 2D or 3D mask, got shape {mask.shape}")
+    # the array's axes reach SimpleITK reversed, which connectivity does not mind
     image = sitk.GetImageFromArray(np.ascontiguousarray(mask > 0).astype(np.uint8))
-    labelled = sitk.ConnectedComponent(image, True)  # fullyConnected: 8 (2D) / 26 (3D) neighbours
-    labels = sitk.GetArrayFromImage(labelled).astype(np.int32)
-    return labels, int(labels.max())
+    return renumber(sitk.GetArrayFromImage(sitk.ConnectedComponent(image, full)).astype(np.int32))
+
+
+def renumber(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Renumber the positive ids of ``labels`` 1..n in the C order of their first voxel."""
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    keep = ids > 0
+    ids, first = ids[keep], first[keep]
+    lookup = np.zeros(int(flat.max(initial=0)) + 1, np.int32)
+    lookup[ids[np.argsort(first)]] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return lookup[labels], int(ids.size)
 
 
 def lesion_metrics(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float]) -> LesionMetrics:

@@ -32,12 +32,13 @@ import numpy as np
 
 from ..atomic import atomic_write, atomic_write_json
 from ..errors import DataError
+from .lesion import connected_components, renumber
 
 __all__ = [
     "SUVPEAK_RADIUS_MM",
     "LesionRecord",
     "StudyReport",
-    "label_components",
+    "merge_components",
     "quantify",
     "write_report",
 ]
@@ -137,8 +138,11 @@ class StudyReport:
         Components smaller than ``min_volume_ml``, left out of everything above.
     definitions
         How each figure is measured, in words and settings.
-    label_file, pet_file
-        Where the images came from (``None`` for in-memory images).
+    label_file, pet_file, ct_file
+        Where the images came from (``None`` for in-memory images, or not given).
+    lesion_map, label_affine
+        The lesions on the label grid (voxel value = lesion id, 0 elsewhere, dropped components
+        included as 0) and that grid's affine: what the report page draws (not in ``to_json``).
     """
 
     lesions: list[LesionRecord]
@@ -153,6 +157,9 @@ class StudyReport:
     definitions: dict[str, Any] = field(default_factory=dict)
     label_file: str | None = None
     pet_file: str | None = None
+    ct_file: str | None = None
+    lesion_map: np.ndarray | None = field(default=None, repr=False)
+    label_affine: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def lesion_count(self) -> int:
@@ -163,6 +170,7 @@ class StudyReport:
         return {
             "label_file": self.label_file,
             "pet_file": self.pet_file,
+            "ct_file": self.ct_file,
             "lesion_count": self.lesion_count,
             "tmtv_ml": self.tmtv_ml,
             "total_tlg": self.total_tlg,
@@ -177,35 +185,28 @@ class StudyReport:
         }
 
 
-def label_components(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
-    """Label the connected components of a 3D boolean ``mask`` with SimpleITK's
-    ``ConnectedComponent`` (face neighbours for 6, all 26 neighbours for 26).
-
-    Components are numbered 1..n in the C order of their first voxel (whatever order SimpleITK
-    gives them); background is 0.
-
-    Returns
-    -------
-    (labels, n)
-        int32 array of ``mask``'s shape and the number of components.
-    """
+def merge_components(components: np.ndarray, n: int, spacing_mm: tuple[float, float, float], merge_mm: float,
+                     connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """Join the components of ``components`` (1..n) whose voxels come within ``merge_mm`` of each
+    other: the foreground is grown by ``merge_mm / 2`` (a Euclidean distance map in mm, so
+    anisotropic voxels are handled), components that the grown foreground connects become one,
+    and the result is renumbered in the C order of the first voxels. Voxels are not added: only
+    ids change. Returns the new ``(components, n)``."""
     import SimpleITK as sitk
 
-    if connectivity not in CONNECTIVITIES:
-        raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 3:
-        raise ValueError(f"label_components needs a 3D mask, got shape {mask.shape}")
-    # the array's axes reach SimpleITK reversed, which connectivity does not mind
-    found = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)),
-                                                           connectivity == 26)).astype(np.int32)
-    flat = found.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    keep = ids > 0
-    ids, first = ids[keep], first[keep]
-    renumber = np.zeros(int(flat.max()) + 1, np.int32)
-    renumber[ids[np.argsort(first)]] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return renumber[found], int(ids.size)
+    if n < 2 or merge_mm <= 0:
+        return components, n
+    mask = sitk.GetImageFromArray((components > 0).astype(np.uint8))
+    mask.SetSpacing([float(v) for v in reversed(spacing_mm)])  # SimpleITK's axes are the array's reversed
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(mask, insideIsPositive=False,
+                                                                   squaredDistance=False, useImageSpacing=True))
+    grown, _ = connected_components(distance <= merge_mm / 2.0, connectivity == 26)
+    # each component takes the grown component of its voxels (all of them fall in one)
+    joined = np.zeros(n + 1, np.int32)
+    joined[components.ravel()] = grown.ravel()
+    joined[0] = 0
+    merged = joined[components]
+    return renumber(merged)
 
 
 def _filename(img: Any) -> str | None:
@@ -267,11 +268,15 @@ def _voxels_by_component(components: np.ndarray, n: int) -> list[np.ndarray]:
     return [coords[bounds[c]:bounds[c + 1]] for c in range(n + 1)]
 
 
-def _definitions(connectivity: int, min_volume_ml: float) -> dict[str, Any]:
+def _definitions(connectivity: int, min_volume_ml: float, merge_mm: float) -> dict[str, Any]:
+    merged = (f"; components whose voxels come within {merge_mm:g} mm of each other are one lesion"
+              if merge_mm > 0 else "")
     return {
-        "lesion": f"3D connected component of label > 0 on the label grid, {connectivity}-connectivity",
+        "lesion": f"3D connected component of label > 0 on the label grid, {connectivity}-connectivity{merged}; "
+                  f"components under {min_volume_ml:g} mL dropped",
         "connectivity": connectivity,
         "min_volume_ml": min_volume_ml,
+        "merge_mm": merge_mm,
         "volume": "label voxel count x label voxel volume (|det affine| mm^3 / 1000), mL",
         "suv_grid": "PET's own grid: a PET voxel belongs to the lesion whose label voxel covers its centre "
                     "(nearest-neighbour through both affines); a lesion covering no PET voxel centre takes the PET "
@@ -290,7 +295,8 @@ def _definitions(connectivity: int, min_volume_ml: float) -> dict[str, Any]:
     }
 
 
-def quantify(label_img: Any, pet_img: Any, *, connectivity: int = 26, min_volume_ml: float = 0.0) -> StudyReport:
+def quantify(label_img: Any, pet_img: Any, *, connectivity: int = 26, min_volume_ml: float = 0.0,
+             merge_mm: float = 0.0) -> StudyReport:
     """Measure the lesions of ``label_img`` on ``pet_img``.
 
     Parameters
@@ -303,7 +309,12 @@ def quantify(label_img: Any, pet_img: Any, *, connectivity: int = 26, min_volume
     connectivity
         6 (faces) or 26 (default; faces, edges and corners): which neighbours join voxels into one lesion.
     min_volume_ml
-        Components smaller than this are dropped (and counted in the report).
+        Components smaller than this are dropped (and counted in the report). Default 0: every
+        component counts, as TMTV is defined (the sum over all lesions).
+    merge_mm
+        Components whose voxels come within this distance are one lesion (see
+        :func:`merge_components`), for a segmentation that splits one lesion into fragments.
+        Default 0: no merging, each connected component is a lesion.
 
     Returns
     -------
@@ -316,8 +327,9 @@ def quantify(label_img: Any, pet_img: Any, *, connectivity: int = 26, min_volume
     """
     if connectivity not in CONNECTIVITIES:
         raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
-    if not (math.isfinite(min_volume_ml) and min_volume_ml >= 0):
-        raise ValueError(f"min_volume_ml must be >= 0, got {min_volume_ml!r}")
+    for name, value in (("min_volume_ml", min_volume_ml), ("merge_mm", merge_mm)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     label_file, pet_file = _filename(label_img), _filename(pet_img)
     label_name, pet_name = label_file or "(in memory)", pet_file or "(in memory)"
     label = _volume_3d(label_img, label_name, "label") > 0
@@ -329,11 +341,14 @@ def quantify(label_img: Any, pet_img: Any, *, connectivity: int = 26, min_volume
                         f"overlap in world space: label spans {np.round(llo, 1).tolist()}..{np.round(lhi, 1).tolist()} "
                         f"mm, PET {np.round(plo, 1).tolist()}..{np.round(phi, 1).tolist()} mm")
 
-    components, n = label_components(label, connectivity)
+    spacing = np.linalg.norm(la[:3, :3], axis=0)
+    components, n = merge_components(*connected_components(label, connectivity == 26), tuple(spacing), merge_mm, connectivity)
     voxel_ml = abs(float(np.linalg.det(la[:3, :3]))) / 1000.0
     counts = np.bincount(components.ravel(), minlength=n + 1)
     kept = [c for c in range(1, n + 1) if counts[c] * voxel_ml >= min_volume_ml]
     dropped = [c for c in range(1, n + 1) if counts[c] * voxel_ml < min_volume_ml]
+    lesion_ids = np.zeros(n + 1, np.int32)  # component -> lesion id (0: dropped)
+    lesion_ids[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
 
     # the lesions on the PET grid: sample the component labels at the PET voxel centres, within the
     # PET sub-box that the label's foreground can reach
@@ -353,7 +368,6 @@ def quantify(label_img: Any, pet_img: Any, *, connectivity: int = 26, min_volume
             sampled[inside] = components[tuple(at[inside].T)]
             pet_components[tuple(slice(a, b) for a, b in zip(lo, hi))] = sampled.reshape(ijk.shape[:3])
 
-    spacing = np.linalg.norm(la[:3, :3], axis=0)
     sphere = _sphere_offsets(pa, SUVPEAK_RADIUS_MM)
     records: list[LesionRecord] = []
     label_voxels, pet_voxels = _voxels_by_component(components, n), _voxels_by_component(pet_components, n)
@@ -393,9 +407,11 @@ def quantify(label_img: Any, pet_img: Any, *, connectivity: int = 26, min_volume
         dmax_mm=dmax,
         dropped_components=len(dropped),
         dropped_volume_ml=float(sum(counts[c] for c in dropped) * voxel_ml),
-        definitions=_definitions(connectivity, float(min_volume_ml)),
+        definitions=_definitions(connectivity, float(min_volume_ml), float(merge_mm)),
         label_file=label_file,
         pet_file=pet_file,
+        lesion_map=lesion_ids[components],
+        label_affine=la,
     )
 
 

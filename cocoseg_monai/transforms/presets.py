@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from monai.transforms import (
     Compose,
+    CopyItemsd,
     ConcatItemsd,
     DeleteItemsd,
     EnsureTyped,
@@ -54,7 +55,7 @@ from monai.transforms import (
 from cocoseg_monai.plan import DEFAULT_PLAN
 from cocoseg_monai.transforms.checks import CheckFinited, CheckGeometryd, CheckOverlapd, CheckSameSpatialShaped
 from cocoseg_monai.transforms.intensity import DecodePNGIntensityd, WindowIntensityd
-from cocoseg_monai.conventions import CT_KEY, LABEL_KEY, PET_KEY
+from cocoseg_monai.conventions import CT_KEY, LABEL_KEY, PET_KEY, PET_SOURCE_KEY
 from cocoseg_monai.transforms.io import IMAGE_FORMATS, VOLUME_FORMATS, LoadImageCheckedd
 from cocoseg_monai.transforms.label import BinarizeMaskd
 from cocoseg_monai.transforms.sampling import SAMPLING_CLASSES, HotspotSamplingMapd
@@ -335,10 +336,12 @@ def get_infer_transforms(image_format: str = "png", *, slice_size: Sequence[int]
     pixels, the extent the network was trained on.
 
     ``"image"`` keeps the CT's meta (``filename_or_obj``, ``affine``) and the record of every
-    spatial step, which ``Invertd`` follows back to write predictions on the CT grid.
+    spatial step, which ``Invertd`` follows back to write predictions on the CT grid; the PET's
+    path is kept as ``"pet_source"`` (for the lesion report, which reads SUV on the PET's grid).
     ``settings``: the keyword arguments of :func:`get_preprocess_transforms`.
     """
-    t = get_preprocess_transforms(image_format, require_label=False, **settings).transforms
+    t = (CopyItemsd(keys=PET, names=PET_SOURCE_KEY),
+         *get_preprocess_transforms(image_format, require_label=False, **settings).transforms)
     if slice_size is not None:
         size = tuple(int(n) for n in slice_size)
         if len(size) != 2 or min(size) < 1:
