@@ -64,11 +64,26 @@ def read_study_image(path: str | os.PathLike, modality: str, dicom: Mapping[str,
 
 
 def check_on_grid(label_img: Any, ct_img: Any, label_name: str, ct_name: str) -> None:
-    """:class:`DataError` unless the label lies on the CT's grid (shapes equal, affines within 1e-3 mm)."""
-    same_shape = tuple(label_img.shape[:3]) == tuple(ct_img.shape[:3])
-    if not (same_shape and np.allclose(label_img.affine, ct_img.affine, rtol=0, atol=1e-3)):
+    """:class:`DataError` unless the label lies on the CT's grid: the same voxels in the world
+    (shapes and affines within 1e-3 mm once both are in their closest RAS+ orientation, so a
+    label stored with its axes in another order or direction is accepted)."""
+    (label_shape, label_affine), (ct_shape, ct_affine) = _canonical_grid(label_img), _canonical_grid(ct_img)
+    if label_shape != ct_shape or not np.allclose(label_affine, ct_affine, rtol=0, atol=1e-3):
         raise DataError(f"label {label_name} (shape {tuple(label_img.shape)}) is not on the grid of CT {ct_name} "
-                        f"(shape {tuple(ct_img.shape)}): shapes and affines must match within 1e-3")
+                        f"(shape {tuple(ct_img.shape)}): their voxels must coincide in the world within 1e-3 mm")
+
+
+def _canonical_grid(img: Any) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of ``img``'s grid in its closest RAS+ orientation (as
+    ``nibabel.as_closest_canonical`` would give them, without touching the data)."""
+    from nibabel.orientations import inv_ornt_aff, io_orientation
+
+    shape = tuple(int(n) for n in img.shape[:3])
+    ornt = io_orientation(img.affine)
+    canonical = [0, 0, 0]
+    for axis, (to, _) in enumerate(ornt):
+        canonical[int(to)] = shape[axis]
+    return tuple(canonical), np.asarray(img.affine) @ inv_ornt_aff(ornt, shape)
 
 
 def report_study(label_img: Any, pet_img: Any, out_dir: str | os.PathLike, *, ct_img: Any = None, title: str = "",

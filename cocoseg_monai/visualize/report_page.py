@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["save_report_page", "CT_WINDOW_HU", "MAX_TABLE_ROWS"]
+__all__ = ["CT_WINDOW_HU", "MAX_TABLE_ROWS", "lesion_colour", "report_figure", "save_report_page"]
 
 CT_WINDOW_HU = (-160.0, 240.0)
 """Soft-tissue window (level 40, width 400 HU) of the fusion panels."""
@@ -174,19 +174,24 @@ def _table(ax: Any, report: Any) -> None:
 def save_report_page(report: Any, pet_img: Any, path: str | os.PathLike, ct_img: Any = None, title: str = "",
                      dpi: int = 110) -> Path:
     """Write the report page of ``report`` (a :class:`~cocoseg_monai.metrics.quantify.StudyReport`
-    with its ``lesion_map``) as a PNG at ``path``, atomically.
+    with its ``lesion_map``) as a PNG at ``path`` (935 x 1210 pixels at the default ``dpi``), atomically.
 
     Args:
         pet_img: nibabel PET image in SUV (its own grid), as measured.
         ct_img: nibabel CT image in HU; without it the axial panels show PET alone.
         title: first line of the page (the study's name).
     """
+    from .overlay import _figure_to_png
+
+    return _figure_to_png(report_figure(report, pet_img, ct_img=ct_img, title=title, dpi=dpi), path, dpi)
+
+
+def report_figure(report: Any, pet_img: Any, ct_img: Any = None, title: str = "", dpi: int = 110) -> Any:
+    """The matplotlib figure of :func:`save_report_page` (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .overlay import _figure_to_png
 
     if report.lesion_map is None or report.label_affine is None:
         raise ValueError("the report carries no lesion map: make it with cocoseg_monai.metrics.quantify.quantify")
@@ -208,12 +213,12 @@ def save_report_page(report: Any, pet_img: Any, path: str | os.PathLike, ct_img:
              f"{definitions.get('min_volume_ml', 0):g} mL, merge within {definitions.get('merge_mm', 0):g} mm; "
              f"{report.dropped_components} smaller components dropped; SUV read on the PET grid",
              ha="center", fontsize=7, color="dimgray")
-    _mip_panel(fig.add_subplot(grid[0:3, 0]), report, pet, lesions)
+    _mip_panel(fig.add_subplot(grid[0:3, 0], label="mip"), report, pet, lesions)
     for row in range(3):
-        ax = fig.add_subplot(grid[row, 1])
+        ax = fig.add_subplot(grid[row, 1], label=f"axial{row + 1}")
         if row < len(largest):
             _axial_panel(ax, largest[row], report, ct, pet, lesions, suv_window)
         else:
             ax.axis("off")
-    _table(fig.add_subplot(grid[3, :]), report)
-    return _figure_to_png(fig, path, dpi)
+    _table(fig.add_subplot(grid[3, :], label="table"), report)
+    return fig
