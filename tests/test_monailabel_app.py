@@ -248,6 +248,20 @@ def test_infer_returns_the_label_of_the_bundle_with_the_plan_and_of_cocoseg_infe
     np.testing.assert_array_equal(cli, bundle)
     assert (server.model_dir / "plan.yaml").read_bytes() == (weights.parent.parent / "plan.yaml").read_bytes()
 
+    # the JSON answer carries the study's lesion measurements, of that label on the PET's own grid
+    status, body = server.request("POST", "/infer/cocoseg?image=patient_003&output=json")
+    assert status == 200, body[:500]
+    report = json.loads(body)["report"]
+    from cocoseg_monai.metrics.quantify import quantify
+
+    expected = quantify(nib.Nifti1Image(bundle, ct.affine), nib.load(study[1]))
+    assert report["lesion_count"] == expected.lesion_count > 0
+    assert report["tmtv_ml"] == pytest.approx(expected.tmtv_ml)
+    assert report["suvmax"] == pytest.approx(expected.suvmax)
+    assert [r["suvpeak"] for r in report["lesions"]] == pytest.approx([r.suvpeak for r in expected.lesions])
+    assert report["definitions"]["connectivity"] == 26
+    assert not [k for k in report if k.endswith("_file")] and str(server.model_dir.parent) not in body.decode()
+
 
 def test_bad_requests_get_http_errors_that_say_what_is_wrong(server, studies, tmp_path):
     status, detail = server.detail(server.request("POST", "/infer/cocoseg?image=nopet"))

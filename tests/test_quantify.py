@@ -206,7 +206,8 @@ def test_write_report_writes_one_csv_row_per_lesion_and_the_study_json(tmp_path)
     csv_path, json_path = write_report(report, tmp_path / "out")
     rows = list(csv.DictReader(csv_path.open()))
     assert [int(r["id"]) for r in rows] == [1, 2]
-    assert float(rows[1]["suvmax"]) == report.lesions[1].suvmax
+    assert float(rows[1]["suvmax"]) == pytest.approx(report.lesions[1].suvmax, rel=1e-6)
+    assert rows[0]["volume_ml"] == f"{report.lesions[0].volume_ml:.6g}"
     study = json.loads(json_path.read_text())
     assert study["lesion_count"] == 2 and study["tmtv_ml"] == pytest.approx(report.tmtv_ml)
     assert study["definitions"]["connectivity"] == 26 and len(study["lesions"]) == 2

@@ -190,7 +190,9 @@ class CoCoSegInferTask(InferTask):
     The request's ``image`` is the CT: the path of a datastore study, or of an uploaded file
     (``uploaded: True``) together with ``pet``, the study id of the PET partner in the PET
     folder. The result is the lesion label on the CT's grid, as ``configs/inference.yaml``
-    writes it.
+    writes it, and in its JSON ``report``, the study's lesion measurements (``study.json`` of
+    :mod:`cocoseg_monai.metrics.report`: lesion count, TMTV, total TLG, SUVmax, Dmax, each
+    lesion's figures and the definitions used).
     """
 
     def __init__(self, serving: _Serving) -> None:
@@ -251,6 +253,8 @@ class CoCoSegInferTask(InferTask):
             "ct": str(ct.resolve()),
             "pet": str(pet.resolve()),
             "ckpt_path": str(self.serving.weights.resolve()),
+            "report": True,  # the study's lesion measurements come back with the label
+            "report_options#page": False,
         }
         if request.get("device"):
             overrides["device"] = _device(request["device"])
@@ -264,8 +268,10 @@ class CoCoSegInferTask(InferTask):
             except Exception as err:
                 raise _http_error(err, what, self.serving.folders) from err
             written = sorted(Path(out).glob("*_seg.nii.gz"))
-            if len(written) != 1:
-                raise Refused(500, f"inference wrote {len(written)} labels, expected 1")
+            reports = sorted(Path(out).glob("*_report/study.json"))
+            if len(written) != 1 or len(reports) != 1:
+                raise Refused(500, f"inference wrote {len(written)} labels and {len(reports)} reports, expected 1 each")
+            report = study_summary(json.loads(reports[0].read_text()))
             # MONAI Label deletes the returned file once it has been sent
             fd, result = tempfile.mkstemp(prefix="cocoseg_", suffix=".nii.gz")
             os.close(fd)
@@ -273,7 +279,14 @@ class CoCoSegInferTask(InferTask):
         latency = time.perf_counter() - t0
         logger.info("%s: %.2f s", what, latency)
         pet_id = strip_nifti_suffix(pet.name)
-        return result, {"label_names": dict(LABELS), "pet": pet_id, "latencies": {"total": round(latency, 3)}}
+        return result, {"label_names": dict(LABELS), "pet": pet_id, "report": report,
+                        "latencies": {"total": round(latency, 3)}}
+
+
+def study_summary(study: Mapping[str, Any]) -> dict[str, Any]:
+    """A study's lesion report (``study.json``) as the ``/infer`` answer carries it: the figures
+    and definitions, without the server's file paths."""
+    return {k: v for k, v in study.items() if not k.endswith("_file")}
 
 
 def _device(value: Any) -> torch.device:

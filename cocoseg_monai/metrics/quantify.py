@@ -55,6 +55,11 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
+def csv_number(value: float | None) -> str:
+    """A figure as the CSV tables write it: 6 significant digits, empty for ``None``."""
+    return "" if value is None else f"{value:.6g}"
+
+
 @dataclass
 class LesionRecord:
     """One lesion: a connected component of the label.
@@ -103,10 +108,11 @@ class LesionRecord:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def csv_row(self) -> list[Any]:
-        """The record as a row under :data:`CSV_COLUMNS`."""
-        return [self.id, self.voxels, self.volume_ml, self.suvmax, self.suvmean, self.suvpeak, self.tlg,
-                *self.centroid_mm, *self.extent_mm, *self.slices, *self.suvmax_mm, self.pet_voxels,
-                int(self.pet_nearest_centroid)]
+        """The record as a row under :data:`CSV_COLUMNS` (figures to 6 significant digits;
+        ``study.json`` keeps them whole)."""
+        return [self.id, self.voxels, *map(csv_number, (self.volume_ml, self.suvmax, self.suvmean, self.suvpeak,
+                                                        self.tlg, *self.centroid_mm, *self.extent_mm)),
+                *self.slices, *map(csv_number, self.suvmax_mm), self.pet_voxels, int(self.pet_nearest_centroid)]
 
     def summary(self) -> str:
         """One line for the console."""

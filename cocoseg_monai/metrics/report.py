@@ -23,7 +23,7 @@ from monai.transforms import MapTransform
 from ..atomic import atomic_write
 from ..conventions import PET_SOURCE_KEY
 from ..errors import DataError
-from .quantify import StudyReport, quantify, write_report
+from .quantify import StudyReport, csv_number, quantify, write_report
 
 __all__ = [
     "COHORT_COLUMNS",
@@ -121,10 +121,10 @@ def _name(img: Any) -> str | None:
 
 
 def cohort_row(study: str, report: StudyReport, folder: str) -> list[Any]:
-    """``report`` as a row under :data:`COHORT_COLUMNS`."""
-    return [study, report.lesion_count, report.tmtv_ml, report.total_tlg,
-            "" if report.suvmax is None else report.suvmax, "" if report.suvmax_lesion is None else report.suvmax_lesion,
-            report.dmax_mm, report.dropped_components, report.dropped_volume_ml, folder]  # fmt: skip
+    """``report`` as a row under :data:`COHORT_COLUMNS` (figures to 6 significant digits)."""
+    return [study, report.lesion_count, csv_number(report.tmtv_ml), csv_number(report.total_tlg),
+            csv_number(report.suvmax), "" if report.suvmax_lesion is None else report.suvmax_lesion,
+            csv_number(report.dmax_mm), report.dropped_components, csv_number(report.dropped_volume_ml), folder]
 
 
 def write_cohort(rows: Mapping[str, tuple[StudyReport, str]], path: str | os.PathLike) -> Path:

@@ -22,7 +22,7 @@ CT_WINDOW_HU = (-160.0, 240.0)
 """Soft-tissue window (level 40, width 400 HU) of the fusion panels."""
 
 MAX_TABLE_ROWS = 20
-"""Lesions listed on the page (the largest first are drawn; all are in lesions.csv)."""
+"""Lesions listed on the page: the largest, in id order (all are in lesions.csv)."""
 
 _COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a6cee3", "#f781bf", "#a65628", "#66c2a5",
             "#ffd92f")  # fmt: skip
@@ -156,19 +156,23 @@ def _table(ax: Any, report: Any) -> None:
         ax.text(0.5, 0.9, "no lesions", ha="center", va="top", fontsize=10, transform=ax.transAxes)
         return
     columns = ("lesion", "volume mL", "SUVmax", "SUVmean", "SUVpeak", "TLG", "centroid x, y, z (mm)", "slices")
-    shown = report.lesions[:MAX_TABLE_ROWS]
+    widths = np.array([0.7, 1.0, 1.0, 1.0, 1.0, 1.0, 2.4, 0.9])
+    largest = sorted(report.lesions, key=lambda r: -r.volume_ml)[:MAX_TABLE_ROWS]
+    shown = sorted(largest, key=lambda r: r.id)
     rows = [[str(r.id), f"{r.volume_ml:.2f}", f"{r.suvmax:.2f}", f"{r.suvmean:.2f}", f"{r.suvpeak:.2f}", f"{r.tlg:.2f}",
              ", ".join(f"{v:.1f}" for v in r.centroid_mm), f"{r.slices[0]}-{r.slices[1]}"] for r in shown]
-    table = ax.table(cellText=rows, colLabels=columns, loc="upper center", cellLoc="center")
+    height = min(1.0, 0.05 * (len(rows) + 1))  # rows of at most 5 % of the panel, from its top
+    table = ax.table(cellText=rows, colLabels=columns, cellLoc="center", bbox=[0.04, 1.0 - height, 0.92, height])
+    for (_, col), cell in table.get_celld().items():
+        cell.set_width(0.92 * widths[col] / widths.sum())
     table.auto_set_font_size(False)
     table.set_fontsize(7)
-    table.auto_set_column_width(list(range(len(columns))))
     for i, record in enumerate(shown, start=1):
         table[i, 0].get_text().set_color(lesion_colour(record.id))
         table[i, 0].get_text().set_fontweight("bold")
     if len(report.lesions) > len(shown):
-        ax.text(0.5, 0.0, f"... and {len(report.lesions) - len(shown)} more lesions in lesions.csv", ha="center",
-                fontsize=7, transform=ax.transAxes)
+        ax.text(0.5, -0.04, f"the {len(shown)} largest of {len(report.lesions)} lesions; all are in lesions.csv",
+                ha="center", fontsize=7, transform=ax.transAxes)
 
 
 def save_report_page(report: Any, pet_img: Any, path: str | os.PathLike, ct_img: Any = None, title: str = "",
@@ -202,8 +206,8 @@ def report_figure(report: Any, pet_img: Any, ct_img: Any = None, title: str = ""
     suv_window = max(5.0, float(np.percentile(pet.array, 99.9)))
 
     fig = plt.figure(figsize=(8.5, 11.0), dpi=dpi)
-    grid = fig.add_gridspec(4, 2, height_ratios=(1, 1, 1, 1.25), width_ratios=(1.1, 1), hspace=0.25, wspace=0.05,
-                            left=0.03, right=0.97, top=0.90, bottom=0.02)
+    grid = fig.add_gridspec(4, 2, height_ratios=(1, 1, 1, 1.4), width_ratios=(1.1, 1), hspace=0.25, wspace=0.05,
+                            left=0.03, right=0.97, top=0.90, bottom=0.04)
     suvmax = "-" if report.suvmax is None else f"{report.suvmax:.2f} (lesion {report.suvmax_lesion})"
     fig.suptitle(f"{title}\n" if title else "", fontsize=11, y=0.995, va="top")
     fig.text(0.5, 0.955, f"{report.lesion_count} lesions   TMTV {report.tmtv_ml:.2f} mL   total TLG {report.total_tlg:.2f}"
