@@ -150,7 +150,8 @@ def weights(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def running_server(site: Path, studies: Path, weights: Path, log: Path, ready: int = 200, env: dict | None = None):
+def running_server(site: Path, studies: Path | str, weights: Path, log: Path, ready: int = 200, env: dict | None = None,
+                   conf: dict | None = None):
     """``monailabel start_server`` as the README starts it (loopback only), serving this test's
     run (weights and plan) from its folders, a small upload limit and its temporary files in ``site/tmp``;
     up once ``GET /info/`` answers ``ready``."""
@@ -162,6 +163,8 @@ def running_server(site: Path, studies: Path, weights: Path, log: Path, ready: i
         "--conf", "run", str(weights.parent.parent),
         "--conf", "model_dir", str(model_dir), "--conf", "max_upload_mb", str(UPLOAD_MB),
     ]  # fmt: skip
+    for key, value in (conf or {}).items():
+        cmd += ["--conf", key, value]
     t0 = time.perf_counter()
     with open(log, "w") as out:
         process = subprocess.Popen(

@@ -3,8 +3,10 @@ drawn on, so that viewers (3D Slicer, OHIF) and PACS take it back beside the stu
 
 The SEG is binary, with one segment: label "lesion", category Morphologically Abnormal
 Structure (SCT 49755003), type Lesion (SCT 52988006), algorithm type AUTOMATIC with the
-algorithm's name, version and family (Artificial Intelligence, DCM 123110). Each frame
-references the CT image it lies on; frames without lesion are left out, as the standard allows.
+algorithm's name, version and family (Artificial Intelligence, DCM 123110), or MANUAL for a label
+a reader approved. Each frame references the CT image it lies on; frames without lesion are left
+out, as the standard allows. The SEG's ContentLabel says what it is: ``COCOSEG`` for the
+network's label, ``FINAL`` for a label approved for training (what the MONAI Label app trains on).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from monai.transforms import MapTransform
 from cocoseg_monai.atomic import atomic_write
 from cocoseg_monai.errors import DicomError
 
-__all__ = ["ALGORITHM_NAME", "write_seg", "read_seg", "SaveDicomSegd"]
+__all__ = ["ALGORITHM_NAME", "AUTOMATIC_CONTENT_LABEL", "FINAL_CONTENT_LABEL", "write_seg", "read_seg",
+           "SaveDicomSegd"]
 
 ALGORITHM_NAME = "CoCoSeg V2"
+#: ContentLabel of the network's SEG, and of a SEG approved for training
+AUTOMATIC_CONTENT_LABEL, FINAL_CONTENT_LABEL = "COCOSEG", "FINAL"
 
 
 def _frames(label: np.ndarray, headers: Sequence[Any]) -> np.ndarray:
@@ -40,10 +45,15 @@ def _frames(label: np.ndarray, headers: Sequence[Any]) -> np.ndarray:
 
 def write_seg(label: np.ndarray, headers: Sequence[Any], path: str | os.PathLike, *,
               series_number: int = 9001, series_description: str = "CoCoSeg lesions",
-              algorithm_version: str | None = None) -> Path:
+              algorithm_version: str | None = None, manual: bool = False,
+              content_label: str = AUTOMATIC_CONTENT_LABEL) -> Path:
     """Write ``label`` (``(x, y, z)`` on the CT grid, slices in the CT series' order; nonzero is
     lesion) as a binary DICOM SEG referencing the CT images ``headers`` (pydicom datasets in slice
     order, as :func:`~cocoseg_monai.dicom.series.load_series` returns them). Written atomically.
+
+    ``manual``: the segment's algorithm type is MANUAL (a reader's label), without algorithm
+    identification; else AUTOMATIC, by this network. ``content_label``: the SEG's ContentLabel
+    (a DICOM code string: capitals, digits, ``_``, at most 16).
 
     Returns the path written.
     """
@@ -57,13 +67,14 @@ def write_seg(label: np.ndarray, headers: Sequence[Any], path: str | os.PathLike
     algorithm = hd.AlgorithmIdentificationSequence(
         name=ALGORITHM_NAME, version=version, family=codes.cid7162.ArtificialIntelligence
     )
+    kind = hd.seg.SegmentAlgorithmTypeValues
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label="lesion",
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
+        algorithm_type=kind.MANUAL if manual else kind.AUTOMATIC,
+        algorithm_identification=None if manual else algorithm,
     )
     seg = hd.seg.Segmentation(
         source_images=list(headers),
@@ -79,6 +90,7 @@ def write_seg(label: np.ndarray, headers: Sequence[Any], path: str | os.PathLike
         software_versions=version,
         device_serial_number="none",
         series_description=series_description,
+        content_label=content_label,
     )
     out = Path(path)
     with atomic_write(out, "wb") as f:

@@ -42,6 +42,7 @@ from monailabel.tasks.activelearning.random import Random
 
 from cocoseg_monai import __version__
 
+from .dicomweb import DicomWebStudies, dicom_uid, public_url
 from .guard import Refused, RequestGuard, RouteRule, check_train_request, plain_name, volume_suffix
 from .serving import LABELS, MODEL_NAME, _flag, _remove, _Serving
 from .tasks import (
@@ -61,6 +62,16 @@ logger = logging.getLogger(__name__)
 INFER_REFUSED_KEYS = ("image", "label", "session", "session_id", "save_label", "label_tag", "model")
 
 
+def dicomweb_cache(url: str, conf: Mapping[str, str]) -> Path:
+    """Where a DICOMweb server's series are cached: ``--conf dicomweb_cache``, else MONAI Label's
+    ``MONAI_LABEL_DATASTORE_CACHE_PATH``, else ``~/.cache/cocoseg/dicomweb``; one folder per URL."""
+    import hashlib
+
+    root = (conf.get("dicomweb_cache") or label_settings.MONAI_LABEL_DATASTORE_CACHE_PATH
+            or label_settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or Path.home() / ".cache" / "cocoseg" / "dicomweb")
+    return Path(str(root).strip()) / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 class CoCoSegApp(MONAILabelApp):
     """MONAI Label app serving the CoCoSeg bundle as the model ``cocoseg`` (infer and train).
 
@@ -71,16 +82,27 @@ class CoCoSegApp(MONAILabelApp):
     ``slice_batch``, ``cpu_bf16``, ``skip_trainers``, ``models`` (must be ``cocoseg`` if given),
     and the server's limits and switches (:data:`~cocoseg_monai.label.serving.SERVER_DEFAULTS`):
     ``max_upload_mb``, ``max_volume_voxels``, ``max_train_epochs``, ``allowed_hosts``,
-    ``cors_origins``, ``expose_logs``, ``allow_delete``.
+    ``cors_origins``, ``expose_logs``, ``allow_delete``; with a DICOMweb server as ``--studies``,
+    ``dicomweb_cache`` (where its series are cached).
     """
 
     def __init__(self, app_dir: str, studies: str, conf: Mapping[str, str]) -> None:
         models = [m for m in str(conf.get("models") or MODEL_NAME).split(",") if m]
         if models != [MODEL_NAME]:
             raise ValueError(f"--conf models {conf.get('models')!r}: this app serves only {MODEL_NAME!r}")
+        self.remote: DicomWebStudies | None = None
         if str(studies).startswith(("http://", "https://")):
-            raise ValueError("this app serves a local studies folder; a DICOMweb server is not served yet")
-        self.serving = _Serving(app_dir, studies, conf)
+            url = public_url(str(studies))  # before MONAI Label logs it: no credentials in the URL
+            cache = dicomweb_cache(url, conf)
+            self.serving = _Serving(app_dir, str(cache), conf)
+            self.remote = self.serving.remote = DicomWebStudies(
+                url, cache, username=label_settings.MONAI_LABEL_DATASTORE_USERNAME or label_settings.MONAI_LABEL_DICOMWEB_USERNAME,
+                password=label_settings.MONAI_LABEL_DATASTORE_PASSWORD or label_settings.MONAI_LABEL_DICOMWEB_PASSWORD,
+                max_voxels=self.serving.max_voxels,
+            )  # fmt: skip
+            studies = url
+        else:
+            self.serving = _Serving(app_dir, studies, conf)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -92,6 +114,10 @@ class CoCoSegApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
+        if self.remote is not None:
+            from .dicomweb_datastore import CoCoSegDicomWebDatastore
+
+            return CoCoSegDicomWebDatastore(self.remote, self.serving.max_voxels)
         return CoCoSegDatastore(
             self.serving,
             auto_reload=label_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
@@ -121,7 +147,12 @@ class CoCoSegApp(MONAILabelApp):
         this app's ``/infer`` route) the path of the uploaded CT. No label is ever saved."""
         self._known(request.get("model"), self._infers, "inference")
         request = dict(request)
-        if not request.get("uploaded"):
+        if self.remote is not None:
+            try:
+                self._remote_study(request)
+            except Refused as refused:
+                raise _refusal(refused) from None
+        elif not request.get("uploaded"):
             image = request.get("image")
             try:
                 study = self.datastore().get_image_uri(image) if isinstance(image, str) else ""
@@ -132,6 +163,16 @@ class CoCoSegApp(MONAILabelApp):
             request["image"] = study
         request["save_label"] = False
         return super().infer(request, datastore)
+
+    def _remote_study(self, request: dict[str, Any]) -> None:
+        """DICOMweb: the request's CT series and its PET partner, fetched into the cache."""
+        if request.get("uploaded"):
+            raise Refused(400, "this server segments the DICOMweb server's studies: name a CT series (?image=<UID>)")
+        ct_uid = dicom_uid(request.get("image"), "image")
+        ct = self.remote.fetch(ct_uid, "CT")
+        pet_uid = self.remote.pet_partner(ct_uid, request.get("pet_series"))
+        request.update(image=str(ct), pet_folder=str(self.remote.fetch(pet_uid, "PT")), ct_series=ct_uid,
+                       pet_series=pet_uid)
 
     def next_sample(self, request):
         sample = super().next_sample(request)
@@ -199,7 +240,8 @@ class CoCoSegApp(MONAILabelApp):
             RouteRule("/batch", "batch inference is not served: infer one study at a time"),
             RouteRule("/wsi_infer", "whole-slide inference is not served"),
             RouteRule("/scoring", "scoring is not served", methods=("POST", "PUT", "DELETE")),
-            RouteRule("/proxy", "this app has no DICOMweb server behind it"),
+            RouteRule("/proxy", "the DICOMweb server is not proxied: clients reach it themselves, with their own "
+                      "credentials" if self.remote is not None else "this app has no DICOMweb server behind it"),
             RouteRule("/model", "the served weights are installed by the server (--conf weights) and by /train only",
                       methods=("PUT", "DELETE")),
             RouteRule("/datastore/dataset", "downloading the whole data set is off"),
@@ -277,6 +319,10 @@ class CoCoSegApp(MONAILabelApp):
         taken: dict[str, Any] = {}
         if given.get("pet"):
             taken["pet"] = plain_name(given["pet"], "params pet")
+        if given.get("pet_series"):
+            if self.remote is None:
+                raise Refused(400, "params pet_series: this server has no DICOMweb server behind it; name the PET with pet")
+            taken["pet_series"] = dicom_uid(given["pet_series"], "params pet_series")
         if given.get("device"):
             taken["device"] = str(_device(given["device"]))
         return taken  # anything else a client sends (result_extension, client_id, ...) is not used

@@ -110,6 +110,8 @@ class _Serving:
         self.cors_origins = [o for o in str(limits["cors_origins"]).split(",") if o.strip()]
         self.expose_logs = _flag(limits["expose_logs"])
         self.allow_delete = _flag(limits["allow_delete"])
+        #: the DICOMweb server's studies when ``--studies`` is a DICOMweb URL (set by the app), else None
+        self.remote: Any = None
 
     @property
     def folders(self) -> dict[str, Path]:

@@ -233,6 +233,8 @@ class CoCoSegInferTask(InferTask):
             raise _refusal(refused) from None
 
     def _infer(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        if request.get("pet_folder"):
+            return self._infer_dicomweb(request)
         t0 = time.perf_counter()
         uploaded = bool(request.get("uploaded"))
         ct = Path(str(request.get("image") or ""))
@@ -244,6 +246,35 @@ class CoCoSegInferTask(InferTask):
         pet = self._pet_of(ct, uploaded, request)
         check_volume(pet, f"PET {pet.name}", self.serving.max_voxels)
         _check_readable(pet, f"PET {pet.name}")
+        what = f"inference on {'the uploaded CT' if uploaded else ct.name} with PET {pet.name}"
+        result, report, _ = self._run(ct, pet, request, what)
+        latency = time.perf_counter() - t0
+        logger.info("%s: %.2f s", what, latency)
+        pet_id = strip_nifti_suffix(pet.name)
+        return result, {"label_names": dict(LABELS), "pet": pet_id, "report": report,
+                        "latencies": {"total": round(latency, 3)}}
+
+    def _infer_dicomweb(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A CT series of the DICOMweb server with its PET partner (the app fetched both): the
+        label, and the same label stored on the server as a SEG referencing the CT series."""
+        t0 = time.perf_counter()
+        ct, pet = Path(str(request["image"])), Path(str(request["pet_folder"]))
+        ct_uid, pet_uid = str(request["ct_series"]), str(request["pet_series"])
+        what = f"inference on CT series {ct_uid} with PET series {pet_uid}"
+        result, report, seg = self._run(ct, pet, request, what, dicom={"ct_series": ct_uid, "pet_series": pet_uid})
+        try:
+            seg_uid = self.serving.remote.store(seg)
+        finally:
+            _remove(seg)
+        latency = time.perf_counter() - t0
+        logger.info("%s: %.2f s, SEG %s", what, latency, seg_uid)
+        return result, {"label_names": dict(LABELS), "ct_series": ct_uid, "pet_series": pet_uid, "seg_series": seg_uid,
+                        "report": report, "latencies": {"total": round(latency, 3)}}  # fmt: skip
+
+    def _run(self, ct: Path, pet: Path, request: Mapping[str, Any], what: str, dicom: Mapping[str, str] | None = None
+             ) -> tuple[str, dict[str, Any], str | None]:
+        """Run ``inference.yaml`` on one study; the label (a temporary file MONAI Label deletes
+        once sent), the study's lesion report and, for DICOM input, the SEG (a temporary file)."""
         if not self.serving.weights.is_file():
             raise Refused(
                 503, f"no weights served yet: start the server with --conf weights PATH or train first (POST /train/{MODEL_NAME})"
@@ -256,11 +287,13 @@ class CoCoSegInferTask(InferTask):
             "report": True,  # the study's lesion measurements come back with the label
             "report_options#page": False,
         }
+        for key, value in (dicom or {}).items():
+            overrides[f"dicom#{key}"] = value
+        overrides["dicom_seg"] = dicom is not None
         if request.get("device"):
             overrides["device"] = _device(request["device"])
         if self.serving.slice_batch:
             overrides["slice_batch"] = self.serving.slice_batch
-        what = f"inference on {'the uploaded CT' if uploaded else ct.name} with PET {pet.name}"
         with tempfile.TemporaryDirectory(prefix="cocoseg_infer_") as out:
             overrides["output_dir"] = out
             try:
@@ -269,24 +302,28 @@ class CoCoSegInferTask(InferTask):
                 raise _http_error(err, what, self.serving.folders) from err
             written = sorted(Path(out).glob("*_seg.nii.gz"))
             reports = sorted(Path(out).glob("*_report/study.json"))
-            if len(written) != 1 or len(reports) != 1:
-                raise Refused(500, f"inference wrote {len(written)} labels and {len(reports)} reports, expected 1 each")
+            segs = sorted(Path(out).glob("*_seg.dcm"))
+            if len(written) != 1 or len(reports) != 1 or len(segs) != (dicom is not None):
+                raise Refused(500, f"inference wrote {len(written)} labels, {len(reports)} reports and {len(segs)} SEGs")
             report = study_summary(json.loads(reports[0].read_text()))
             # MONAI Label deletes the returned file once it has been sent
-            fd, result = tempfile.mkstemp(prefix="cocoseg_", suffix=".nii.gz")
-            os.close(fd)
-            shutil.move(str(written[0]), result)
-        latency = time.perf_counter() - t0
-        logger.info("%s: %.2f s", what, latency)
-        pet_id = strip_nifti_suffix(pet.name)
-        return result, {"label_names": dict(LABELS), "pet": pet_id, "report": report,
-                        "latencies": {"total": round(latency, 3)}}
+            result = _keep(written[0], ".nii.gz")
+            seg = _keep(segs[0], ".dcm") if segs else None
+        return result, report, seg
 
 
 def study_summary(study: Mapping[str, Any]) -> dict[str, Any]:
     """A study's lesion report (``study.json``) as the ``/infer`` answer carries it: the figures
     and definitions, without the server's file paths."""
     return {k: v for k, v in study.items() if not k.endswith("_file")}
+
+
+def _keep(path: Path, suffix: str) -> str:
+    """Move ``path`` out of a temporary folder into a temporary file of its own."""
+    fd, kept = tempfile.mkstemp(prefix="cocoseg_", suffix=suffix)
+    os.close(fd)
+    shutil.move(str(path), kept)
+    return kept
 
 
 def _device(value: Any) -> torch.device:
@@ -329,14 +366,14 @@ class CoCoSegTrainTask(TrainTask):
 
     def _datalist(self, datastore: Datastore, val_split: float, seed: int) -> dict[str, Any]:
         items = []
-        for pair in datastore.datalist():
+        for pair in datastore.datalist():  # a DICOMweb datastore gives each study's PET and patient
             ct = Path(pair["image"])
             try:
-                pet = pet_partner(ct, self.serving.studies, self.serving.pet_folder)
+                pet = pair.get("pet") or pet_partner(ct, self.serving.studies, self.serving.pet_folder)
             except DataError as err:
                 logger.warning("left out of training: %s", err)
                 continue
-            patient = strip_nifti_suffix(ct.name)
+            patient = pair.get("patient") or strip_nifti_suffix(ct.name)
             items.append({"image": str(ct), "pet": str(pet), "label": str(pair["label"]), "patient": patient})
         if len(items) < 2:
             raise DataError(
