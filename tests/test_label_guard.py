@@ -183,3 +183,30 @@ def test_guard_refuses_before_the_server_sees_the_request(guard, request_, statu
     got, body, ran = _call(guard, **request_)
     assert (got, ran) == (status, False)
     assert says in body.decode()
+
+
+@pytest.mark.parametrize("value", ["1.2.840.10008.5.1.4.1.1.2", "2.25.1234567890123456789"])
+def test_a_dicom_uid_is_taken(value):
+    from cocoseg_monai.label.dicomweb import dicom_uid
+
+    assert dicom_uid(value, "image") == value
+
+
+@pytest.mark.parametrize("value", ["", "1..2", ".1.2", "1.2.", "../1.2", "1.2/3", "1.2 3", "1.2;3", "1" * 65, None, 12])
+def test_anything_but_a_dicom_uid_is_refused_naming_the_parameter(value):
+    from cocoseg_monai.label.dicomweb import dicom_uid
+
+    with pytest.raises(Refused) as refused:
+        dicom_uid(value, "params pet_series")
+    assert refused.value.status == 400 and "params pet_series" in refused.value.detail
+
+
+def test_a_dicomweb_url_with_credentials_is_refused_without_repeating_them():
+    from cocoseg_monai.label.dicomweb import public_url
+
+    assert public_url("http://127.0.0.1:8042/dicom-web/") == "http://127.0.0.1:8042/dicom-web"
+    with pytest.raises(ValueError) as err:
+        public_url("http://orthanc:hunter2@127.0.0.1:8042/dicom-web")
+    assert "hunter2" not in str(err.value) and "MONAI_LABEL_DATASTORE_PASSWORD" in str(err.value)
+    with pytest.raises(ValueError, match="not a DICOMweb URL"):
+        public_url("file:///etc/passwd")
