@@ -225,7 +225,9 @@ def test_interrupted_prediction_write_keeps_the_previous_label(study, tmp_path, 
 
     monkeypatch.setattr(nib, "save", half_then_fail)
     with pytest.raises(RuntimeError) as err:
-        _infer(root, ckpt, tmp_path)
+        _infer(root, ckpt, tmp_path, resume=False)  # redo the complete study
     assert "No space left on device" in error_chain(err.value)
     assert label.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["patient_001_seg.nii.gz"]  # no temporary left
+    # no temporary left; the study's record is gone, so a rerun redoes it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cocoseg_done", "cohort_summary.json", "patient_001_seg.nii.gz"]
+    assert not list((tmp_path / ".cocoseg_done").iterdir())

@@ -4,6 +4,7 @@ and PET series to NIfTI), with the DICOM flags they share and ``dicom_options``.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset_root", default="", help="{CT,PET} folder of NIfTI volumes or PNG slices, or a datalist JSON")
     p.add_argument("--split", default="test", help="datalist section to run (test, validation, training, all)")
     p.add_argument("--output_dir", default="./predictions")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes (torchrun: one per GPU, or CPU processes with gloo); each takes every N-th study")
+    p.add_argument("--redo", action="store_true",
+                   help="redo every study (default: skip those whose outputs are complete and were made by the same "
+                   "weights and settings)")
     _add_shared_flags(p, "use_gpu")
     p.add_argument("--slice_batch", type=int, default=None, help="slices per forward pass (default: 1 on CPU, 16 on CUDA)")
     p.add_argument("--save_probabilities", action="store_true", help="also write the softmax maps")
@@ -97,6 +103,8 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides[f"dicom#{key}"] = value
     if args.dicom_seg:
         overrides["dicom_seg"] = True
+    if args.redo:
+        overrides["resume"] = False
     if args.report:
         overrides["report"] = True
         overrides.update({f"report_options#{k}": v for k, v in report_options(args).items()})
@@ -108,10 +116,22 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run_infer(args: argparse.Namespace) -> int:
     from ..bundle import config_path, run_bundle
 
+    if args.nproc < 1:
+        raise SystemExit(f"cocoseg infer: --nproc must be >= 1, got {args.nproc}")
     overrides = infer_overrides(args)  # flags and --set keys first: no file read yet
     _check_run(args.use_gpu, "infer", ckpt=infer_checkpoint(args))
-    run_bundle([config_path("inference")], run_id="run", overrides=overrides)
-    return 0
+    if args.nproc == 1:
+        run_bundle([config_path("inference")], run_id="run", overrides=overrides)
+        return 0
+    import subprocess
+    import tempfile
+
+    from .train import distributed_command
+
+    with tempfile.TemporaryDirectory(prefix="cocoseg_infer_") as tmp:
+        cmd = distributed_command(args.nproc, overrides, Path(tmp) / "overrides.json", workflow="inference")
+        logging.getLogger(__name__).info("running %s", " ".join(cmd))
+        return subprocess.run(cmd, check=False).returncode
 
 
 def _add_convert_parser(sub: argparse._SubParsersAction) -> None:

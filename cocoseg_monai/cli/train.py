@@ -151,9 +151,11 @@ def train_overrides(args: argparse.Namespace, explicit: set[str] | None = None) 
     return overrides
 
 
-def distributed_command(nproc: int, overrides: dict[str, Any], overrides_file: str | Path) -> list[str]:
-    """The ``torchrun`` command of ``cocoseg train --nproc N``; writes ``overrides`` to ``overrides_file``,
-    the last config layer (after ``train.yaml`` and ``multi_gpu_train.yaml``)."""
+def distributed_command(nproc: int, overrides: dict[str, Any], overrides_file: str | Path,
+                        workflow: str = "train") -> list[str]:
+    """The ``torchrun`` command of ``cocoseg train --nproc N`` (``workflow`` ``"train"``) or
+    ``cocoseg infer --nproc N`` (``"inference"``); writes ``overrides`` to ``overrides_file``, the
+    last config layer (after ``<workflow>.yaml`` and ``multi_gpu_<workflow>.yaml``)."""
     from ..atomic import atomic_write_json
     from ..bundle import bundle_dir, config_path
 
@@ -163,10 +165,11 @@ def distributed_command(nproc: int, overrides: dict[str, Any], overrides_file: s
     else:
         layered["dist_backend"] = "gloo"  # CPU processes
     atomic_write_json(overrides_file, layered)
-    configs = [str(config_path("train")), str(config_path("multi_gpu_train")), str(overrides_file)]
+    configs = [str(config_path(workflow)), str(config_path(f"multi_gpu_{workflow}")), str(overrides_file)]
+    run_id = "training" if workflow == "train" else "run"
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "monai.bundle", "run", "training", "--meta_file", str(bundle_dir() / "configs" / "metadata.json"),
+        "-m", "monai.bundle", "run", run_id, "--meta_file", str(bundle_dir() / "configs" / "metadata.json"),
         "--config_file", json.dumps(configs),
     ]  # fmt: skip
 

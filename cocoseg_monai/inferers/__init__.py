@@ -1,7 +1,8 @@
-"""Inferers."""
+"""Inferers, and the cohort runner of ``inference.yaml``."""
 
 from __future__ import annotations
 
 from .autocast import AutocastInferer
+from .cohort import CohortError, CohortInference, study_groups, study_outputs
 
-__all__ = ["AutocastInferer"]
+__all__ = ["AutocastInferer", "CohortError", "CohortInference", "study_groups", "study_outputs"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -120,23 +121,29 @@ def _name(img: Any) -> str | None:
     return str(name) if name else None
 
 
-def cohort_row(study: str, report: StudyReport, folder: str) -> list[Any]:
-    """``report`` as a row under :data:`COHORT_COLUMNS` (figures to 6 significant digits)."""
-    return [study, report.lesion_count, csv_number(report.tmtv_ml), csv_number(report.total_tlg),
-            csv_number(report.suvmax), "" if report.suvmax_lesion is None else report.suvmax_lesion,
-            csv_number(report.dmax_mm), report.dropped_components, csv_number(report.dropped_volume_ml), folder]
+def cohort_row(study: str, summary: Mapping[str, Any], folder: str) -> list[Any]:
+    """A study's ``study.json`` (``summary``) as a row under :data:`COHORT_COLUMNS` (figures to 6
+    significant digits)."""
+    lesion = summary.get("suvmax_lesion")
+    return [study, summary["lesion_count"], csv_number(summary["tmtv_ml"]), csv_number(summary["total_tlg"]),
+            csv_number(summary.get("suvmax")), "" if lesion is None else lesion, csv_number(summary["dmax_mm"]),
+            summary["dropped_components"], csv_number(summary["dropped_volume_ml"]), folder]
 
 
-def write_cohort(rows: Mapping[str, tuple[StudyReport, str]], path: str | os.PathLike) -> Path:
-    """Write ``cohort.csv`` atomically: a header, then one row per study (``{study: (report,
-    report folder relative to the CSV)}``), in the order given."""
+def write_cohort(output_dir: str | os.PathLike) -> Path:
+    """Write ``<output_dir>/cohort.csv`` atomically: a header, then one row per report folder
+    (``<study>_report/study.json``) in ``output_dir``, in name order; so a resumed or sharded run
+    lists every study measured there."""
+    out = Path(output_dir)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COHORT_COLUMNS)
-    writer.writerows(cohort_row(study, report, folder) for study, (report, folder) in rows.items())
-    with atomic_write(path, "w") as f:
+    for path in sorted(out.glob("*_report/study.json")):
+        folder = path.parent.name
+        writer.writerow(cohort_row(folder[: -len("_report")], json.loads(path.read_text()), folder))
+    with atomic_write(out / "cohort.csv", "w") as f:
         f.write(buffer.getvalue())
-    return Path(path)
+    return out / "cohort.csv"
 
 
 def _ras_affine(meta: Mapping[str, Any]) -> np.ndarray:
@@ -154,7 +161,7 @@ class LesionReportd(MapTransform):
     """Inference postprocessing: measure each ``key`` label (``[1, x, y, z]`` on the CT file's
     grid, after ``Invertd`` and the argmax) on its study's PET and write
     ``<output_dir>/<CT name>_report/`` (``lesions.csv``, ``study.json``, ``report.png``) and
-    ``<output_dir>/cohort.csv``, a row per study of this run, rewritten after each study.
+    ``<output_dir>/cohort.csv``, a row per report folder there, rewritten after each study.
 
     The CT is found from the label's meta (``filename_or_obj``) and the PET from
     ``data[pet_key]`` (the PET path the inference transforms keep); both are read again on their
@@ -176,7 +183,6 @@ class LesionReportd(MapTransform):
         self.label_postfix, self.label_ext = label_postfix, label_ext
         self.options = {"connectivity": int(connectivity), "min_volume_ml": float(min_volume_ml),
                         "merge_mm": float(merge_mm)}  # fmt: skip
-        self.studies: dict[str, tuple[StudyReport, str]] = {}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         import nibabel as nib
@@ -200,10 +206,9 @@ class LesionReportd(MapTransform):
             study = Path(create_file_basename("", str(source), self.output_dir, separate_folder=False)).name
             label_file = create_file_basename(self.label_postfix, str(source), self.output_dir, separate_folder=False)
             folder = self.output_dir / f"{study}_report"
-            report = report_study(label_img, pet_img, folder, ct_img=ct_img, title=study, page=self.page,
+            report_study(label_img, pet_img, folder, ct_img=ct_img, title=study, page=self.page,
                                   sources={"label": label_file + self.label_ext, "pet": str(pet_source),
                                            "ct": str(source)}, **self.options)
-            self.studies[study] = (report, folder.name)
-            write_cohort(self.studies, self.output_dir / "cohort.csv")
+            write_cohort(self.output_dir)
             d[f"{key}_report"] = str(folder)
         return d
