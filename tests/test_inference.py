@@ -60,7 +60,7 @@ def test_label_is_written_on_the_ct_grid_with_the_ct_affine(study, tmp_path):
 
 def test_label_equals_the_network_run_slice_by_slice(study, tmp_path):
     root, ckpt, net = study
-    _infer(root, ckpt, tmp_path, slice_batch=1)
+    _infer(root, ckpt, tmp_path, slice_batch=1, cpu_bf16=False)  # compared with the fp32 network, voxel for voxel
     item = find_pairs(root, require_labels=False)[0]
     image = get_infer_transforms("nifti")(item)["image"]  # [2, X, Y, Z], LPS
     with torch.no_grad():
@@ -192,7 +192,7 @@ def test_png_slice_folder_gives_one_0_255_mask_per_slice_matching_the_network(tm
         [config_path("inference")],
         run_id="run",
         overrides={"ckpt_path": str(ckpt), "dataset_dir": str(data), "features": list(TINY_FEATURES),
-                   "output_dir": str(out)},
+                   "output_dir": str(out), "cpu_bf16": False},  # compared with the fp32 network
     )
     items = find_pairs(data, require_labels=False)
     assert len(list(out.glob("*_seg.png"))) == len(items) == 3

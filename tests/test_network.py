@@ -198,3 +198,36 @@ def test_params_command_prints_counts_as_json(capsys):
     expected = count_parameters(_tiny(share_vgg=True))
     assert counts["total"] == expected.as_dict()
     assert set(counts) >= {"ct_encoder", "pet_encoder", "vgg_ct", "attention", "fusion", "decode", "head"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (2, 4, 9, 7), (1, 1, 2, 2), (3, 5, 3, 6)])
+def test_fast_2x2_max_pooling_gives_max_pool2d_exactly(shape, dtype):
+    from cocoseg_monai.networks.blocks.pooling import max_pool_2x2
+
+    x = torch.randn(shape).to(dtype)
+    x.view(-1)[::7] = x.view(-1)[0]  # ties
+    with torch.no_grad():
+        assert torch.equal(max_pool_2x2(x), torch.nn.functional.max_pool2d(x, 2))
+
+
+def test_fast_max_pooling_keeps_pytorchs_backward_where_a_gradient_is_recorded():
+    from cocoseg_monai.networks.blocks.pooling import max_pool_2x2
+
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    y = torch.randn(1, 2, 6, 6, requires_grad=True)
+    with torch.no_grad():
+        y.copy_(x)
+    max_pool_2x2(x).sum().backward()
+    torch.nn.functional.max_pool2d(y, 2).sum().backward()
+    assert torch.equal(x.grad, y.grad) and x.grad.sum() == 18  # one element of each of the 18 windows
+
+
+def test_nan_propagates_through_the_fast_pooling_as_through_max_pool2d():
+    from cocoseg_monai.networks.blocks.pooling import max_pool_2x2
+
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 2] = float("nan")
+    with torch.no_grad():
+        fast, ref = max_pool_2x2(x), torch.nn.functional.max_pool2d(x, 2)
+    assert torch.equal(torch.isnan(fast), torch.isnan(ref)) and torch.isnan(fast).sum() == 1

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pooling import max_pool_2x2
+
 __all__ = ["VGG19Encoder", "LUMINANCE_WEIGHTS", "TORCHVISION_VGG19_INDICES", "load_vgg19_weights"]
 
 #: ITU-R BT.601 luma weights CoCoNet uses to turn VGG19's RGB first convolution into a grey one.
@@ -59,12 +61,12 @@ class VGG19Encoder(nn.Module):
         self.conv3_4 = nn.Conv2d(f2, f2, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = F.max_pool2d(F.relu(self.conv1_1(x)), 2)
+        x = max_pool_2x2(F.relu(self.conv1_1(x)))
         relu1_2 = F.relu(self.conv1_2(x))
-        x = F.max_pool2d(relu1_2, 2)
+        x = max_pool_2x2(relu1_2)
         x = F.relu(self.conv2_1(x))
         relu2_2 = F.relu(self.conv2_2(x))
-        x = F.max_pool2d(relu2_2, 2)
+        x = max_pool_2x2(relu2_2)
         x = F.relu(self.conv3_1(x))
         x = F.relu(self.conv3_2(x))
         x = F.relu(self.conv3_3(x))
