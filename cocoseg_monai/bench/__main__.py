@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("inference", help="volume inference benchmark (its own flags; see --help there)", add_help=False)
     sub.add_parser("resolution", help="a run's Dice and speed on other grids, before and after its plan "
                    "(its own flags; see --help there)", add_help=False)  # fmt: skip
+    sub.add_parser("nema", help="the NEMA IEC body phantom: every sphere found, Dice against SUV thresholds, false "
+                   "positives (its own flags; see --help there)", add_help=False)  # fmt: skip
     sub.add_parser("endtoend", help="a study from files to label: CoCoSeg's inference.yaml against MONAI's whole-body "
                    "CT SegResNet bundle configuration (its own flags; see --help there)", add_help=False)  # fmt: skip
     return p
@@ -111,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .endtoend import main as endtoend_main
 
         return endtoend_main(argv[1:])
+    if argv[:1] == ["nema"]:
+        from .nema import main as nema_main
+
+        return nema_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.bench == "accuracy":
         from .accuracy import format_accuracy, run_accuracy

@@ -18,7 +18,6 @@ runs the bundle's evaluator on one study at a time, so that:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -62,14 +61,6 @@ def study_groups(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Map
     return list(groups.items())
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class CohortInference:
     """Run ``evaluator`` over the studies of ``data`` (see the module docstring).
 
@@ -97,7 +88,9 @@ class CohortInference:
         self.barrier = barrier or (lambda: None)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"weights_sha256": _sha256(self.weights), "settings": self.settings}
+        from ..release import sha256
+
+        return {"weights_sha256": sha256(self.weights), "settings": self.settings}
 
     def _record(self, name: str) -> Path:
         return self.output_dir / DONE_FOLDER / f"{name}.json"

@@ -9,7 +9,6 @@ settings and the limits. Needs no MONAI Label: only the core package.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any
 from cocoseg_monai.atomic import atomic_write, atomic_write_json
 from cocoseg_monai.bundle import bundle_dir
 from cocoseg_monai.plan import BINDING_KEYS, PLAN_FILENAME, find_plan, load_plan
+from cocoseg_monai.release import sha256
 
 from .datastore import PET_FOLDER
 from .guard import TRAIN_SETTINGS, plain_name, public_text
@@ -54,14 +54,6 @@ SERVER_DEFAULTS: dict[str, str] = {
 
 def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _remove(*paths: str | os.PathLike | None) -> None:
@@ -171,7 +163,7 @@ class _Serving:
             return
         if not self.weights_source.is_file():
             raise FileNotFoundError(f"--conf weights {self.weights_source} not found")
-        digest = _sha256(self.weights_source)
+        digest = sha256(self.weights_source)
         known = self.provenance()
         if self.weights.is_file() and known.get("source_sha256") == digest:
             logger.info(

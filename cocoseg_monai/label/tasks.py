@@ -264,6 +264,9 @@ class CoCoSegInferTask(InferTask):
         result, report, seg = self._run(ct, pet, request, what, dicom={"ct_series": ct_uid, "pet_series": pet_uid})
         try:
             seg_uid = self.serving.remote.store(seg)
+        except BaseException:
+            _remove(result)  # no answer goes out: MONAI Label will not delete it
+            raise
         finally:
             _remove(seg)
         latency = time.perf_counter() - t0
