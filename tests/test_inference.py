@@ -231,3 +231,16 @@ def test_interrupted_prediction_write_keeps_the_previous_label(study, tmp_path, 
     # no temporary left; the study's record is gone, so a rerun redoes it
     assert sorted(p.name for p in tmp_path.iterdir()) == [".cocoseg_done", "cohort_summary.json", "patient_001_seg.nii.gz"]
     assert not list((tmp_path / ".cocoseg_done").iterdir())
+
+
+def test_flip_tta_writes_the_label_of_the_averaged_logits(study, tmp_path):
+    root, ckpt, net = study
+    _infer(root, ckpt, tmp_path, tta_flip=True, cpu_bf16=False)
+    item = find_pairs(root, require_labels=False)[0]
+    image = get_infer_transforms("nifti")(item)["image"]  # [2, X, Y, Z], LPS
+    with torch.no_grad():
+        slices = [image[None, ..., z] for z in range(image.shape[-1])]
+        lps = torch.stack([((net(s) + net(s.flip(2)).flip(2)) / 2).argmax(1)[0] for s in slices], -1)
+    seg = np.asarray(nib.load(tmp_path / "patient_001_seg.nii.gz").dataobj)
+    assert 0 < seg.sum() < seg.size
+    np.testing.assert_array_equal(seg, lps.numpy()[:, ::-1, :])  # LPS -> the file's LAS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from monai.inferers import SimpleInferer
 
@@ -27,3 +28,18 @@ def test_disabled_autocast_is_the_wrapped_inferer():
     x = torch.rand(1, 2, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(AutocastInferer(enabled=False)(x, net), SimpleInferer()(x, net), rtol=0, atol=0)
+
+
+def test_flip_averaging_is_the_mean_of_the_logits_and_their_mirror_images():
+    from cocoseg_monai.inferers import FlipAveragingInferer
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(2, 2, 3, padding=1).eval()
+    x = torch.rand(1, 2, 8, 6)
+    with torch.no_grad():
+        got = FlipAveragingInferer(SimpleInferer(), axes=[[2], [3]])(x, net)
+        expected = (net(x) + net(x.flip(2)).flip(2) + net(x.flip(3)).flip(3)) / 3
+        assert torch.allclose(got, expected, atol=1e-6)
+        assert torch.equal(FlipAveragingInferer(SimpleInferer(), enabled=False)(x, net), net(x))
+    with pytest.raises(ValueError, match="spatial axes"):
+        FlipAveragingInferer(SimpleInferer(), axes=[[1]])

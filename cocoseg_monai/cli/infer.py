@@ -35,6 +35,8 @@ def _add_infer_parser(sub: argparse._SubParsersAction) -> None:
     _add_shared_flags(p, "use_gpu")
     p.add_argument("--slice_batch", type=int, default=None, help="slices per forward pass (default: 1 on CPU, 16 on CUDA)")
     p.add_argument("--save_probabilities", action="store_true", help="also write the softmax maps")
+    p.add_argument("--tta", action="store_true",
+                   help="flip test-time augmentation: logits averaged with the left-right mirrored slices (2x the time)")
     _add_shared_flags(p, "features")
     p.add_argument("--png_spacing", type=float, nargs=2, default=None, metavar=("X", "Y"),
                    help="pixel size in mm of PNG slices without a spacing.json")
@@ -105,6 +107,8 @@ def infer_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["dicom_seg"] = True
     if args.redo:
         overrides["resume"] = False
+    if args.tta:
+        overrides["tta_flip"] = True
     if args.report:
         overrides["report"] = True
         overrides.update({f"report_options#{k}": v for k, v in report_options(args).items()})
