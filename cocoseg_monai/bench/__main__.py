@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true", help="inference through torch.compile")
     s.add_argument("--no_grad", action="store_true", help="torch.no_grad (as MONAI evaluators) instead of inference_mode")
     s.add_argument("--toy", action="store_true", help="tiny widths (tests)")
+    s.add_argument("--features", type=int, nargs=4, default=None, metavar="F",
+                   help="CoCoSeg widths (e.g. the main job's 16 32 64 128)")
     s.add_argument("--json", default=None)
 
     d = sub.add_parser("data", help="loader throughput with and without caching")
@@ -130,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         settings = {k: getattr(args, k) for k in ("device", "size", "infer_batch", "train_patch", "train_batch",
                                                     "volume_slices", "bf16", "matmul_n", "min_seconds", "toy",
-                                                    "channels_last", "compile", "no_grad")}  # fmt: skip
+                                                    "channels_last", "compile", "no_grad", "features")}  # fmt: skip
         result = run_speed(args.models, settings)
         print(format_speed(result))
         _write(args.json, result)

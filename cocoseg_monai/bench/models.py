@@ -39,30 +39,33 @@ TOY_WIDTHS: dict[str, dict[str, Any]] = {
 }
 
 
-def network_def(name: str, toy: bool = False) -> dict[str, Any]:
-    """The bundle ``network_def`` of model ``name`` (``toy``: tiny widths)."""
+def network_def(name: str, toy: bool = False, features: list[int] | None = None) -> dict[str, Any]:
+    """The bundle ``network_def`` of model ``name`` (``toy``: tiny widths; ``features``: these
+    widths, e.g. the main job's ``16 32 64 128``)."""
     if name not in BENCH_MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(BENCH_MODELS)}")
     d = copy.deepcopy(BENCH_MODELS[name])
     if toy:
         d.update(copy.deepcopy(TOY_WIDTHS[name]))
+    if features:
+        d["features"] = [int(f) for f in features]
     return d
 
 
-def build_network(name: str, toy: bool = False) -> torch.nn.Module:
+def build_network(name: str, toy: bool = False, features: list[int] | None = None) -> torch.nn.Module:
     """Instantiate model ``name`` as the bundle would."""
     from monai.bundle import ConfigParser
 
-    return ConfigParser({"net": network_def(name, toy)}).get_parsed_content("net")
+    return ConfigParser({"net": network_def(name, toy, features)}).get_parsed_content("net")
 
 
-def gflop_per_slice(name: str, size: int, toy: bool = False) -> float:
+def gflop_per_slice(name: str, size: int, toy: bool = False, features: list[int] | None = None) -> float:
     """Forward GFLOP of one ``size x size`` slice, counted by ``torch.utils.flop_counter`` on the
     meta device (no memory, no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        net = build_network(name, toy).eval()
+        net = build_network(name, toy, features).eval()
         x = torch.zeros(1, 2, size, size)
     with FlopCounterMode(display=False) as counter:
         net(x)

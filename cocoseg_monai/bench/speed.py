@@ -62,8 +62,9 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     dev = torch.device(settings["device"])
     toy, bf16, size = settings["toy"], settings["bf16"], settings["size"]
-    net = build_network(name, toy=toy).to(dev)
-    gflop = gflop_per_slice(name, size, toy=toy)
+    features = settings.get("features")
+    net = build_network(name, toy=toy, features=features).to(dev)
+    gflop = gflop_per_slice(name, size, toy=toy, features=features)
     r: dict[str, Any] = {"model": name, "gflop_per_slice": round(gflop, 4),
                          "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3)}  # fmt: skip
 
@@ -100,6 +101,12 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     seconds = _timed(step, dev, settings["min_seconds"])
     r["train_step_s"] = round(seconds, 4)
     r["train_slices_per_s"] = round(batch / seconds, 2)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:  # forward and backward of one step (frozen parts: forward only)
+        step()
+    r["train_gflop_per_step"] = round(counter.get_total_flops() / 1e9, 3)
+    r["train_gflops"] = float(f"{r['train_gflop_per_step'] / seconds:.4g}")
 
     # a whole volume
     if settings["volume_slices"] > 0:
@@ -142,6 +149,7 @@ def run_speed(models: list[str], settings: dict[str, Any]) -> dict[str, Any]:
             rows.append(pool.apply(measure_model, (name, settings)))
     for r in rows:
         r["infer_share_of_peak"] = float(f"{r['infer_gflops'] / peak:.4g}")  # 4 significant digits
+        r["train_share_of_peak"] = float(f"{r['train_gflops'] / peak:.4g}")
     return {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
@@ -163,13 +171,15 @@ def format_speed(result: dict[str, Any]) -> str:
         f"{result['matmul_peak_gflops']:.0f} GFLOP/s",
         "",
         f"| model | params (M) | GFLOP / {s['size']}^2 slice | infer slices/s (batch {s['infer_batch']}) | infer GFLOP/s | "
-        f"share of matmul peak | train step s ({s['train_batch']}x{s['train_patch']}^2) | train slices/s | {vol} | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"share of matmul peak | train step s ({s['train_batch']}x{s['train_patch']}^2) | train slices/s | "
+        f"train GFLOP/s | train share of peak | {vol} | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["models"]:
         lines.append(
             f"| {r['model']} | {r['parameters_m']:.2f} | {r['gflop_per_slice']:.1f} | {r['infer_slices_per_s']:.2f} | "
             f"{r['infer_gflops']:.0f} | {100 * r['infer_share_of_peak']:.0f} % | {r['train_step_s']:.3f} | "
-            f"{r['train_slices_per_s']:.1f} | {r.get('volume_s', float('nan')):.1f} | {r['peak_rss_mb']:.0f} |"
+            f"{r['train_slices_per_s']:.1f} | {r['train_gflops']:.0f} | {100 * r['train_share_of_peak']:.0f} % | "
+            f"{r.get('volume_s', float('nan')):.1f} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
