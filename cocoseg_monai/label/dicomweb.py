@@ -140,10 +140,10 @@ class DicomWebStudies:
         return found[0]
 
     def fetch(self, uid: str, modality: str) -> Path:
-        """The series ``uid`` (of ``modality``) as a folder of DICOM files in the cache, fetched
-        once. Its size is checked from its metadata before any pixel is fetched; the folder
-        appears complete or not at all."""
-        folder = self.cache / "series" / dicom_uid(uid, "series")
+        """The series ``uid`` (of ``modality``) as a folder of DICOM files in the cache
+        (``series/<modality>/<uid>``), fetched once. Its size is checked from its metadata before
+        any pixel is fetched; the folder appears complete or not at all."""
+        folder = self.cache / "series" / modality / dicom_uid(uid, "series")
         if folder.is_dir():
             return folder
         record = self.series(uid, modality)
@@ -155,8 +155,8 @@ class DicomWebStudies:
             raise Refused(413, f"series {uid}: {len(metadata)} images of {voxels} voxels in all, over this server's "
                                f"limits ({MAX_INSTANCES} images, {self.max_voxels} voxels)")
         datasets = self._ask(f"fetching series {uid}", lambda: self.client.retrieve_series(study, uid))
-        self.cache.joinpath("series").mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{uid}.", dir=self.cache / "series"))
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{uid}.", dir=folder.parent))
         try:
             for i, ds in enumerate(datasets):
                 if str(_value(ds, "SeriesInstanceUID")) != uid:
