@@ -182,3 +182,25 @@ def test_the_report_transform_reads_an_lps_affine_as_ras():
     ras = _affine(2.0, (-48.0, -32.0, -32.0))
     assert np.allclose(_ras_affine({"affine": ras, "space": "RAS"}), ras)
     assert np.allclose(_ras_affine({"affine": np.asarray(orientation_ras_lps(ras)), "space": "LPS"}), ras)
+
+
+def test_the_figures_do_not_depend_on_how_label_and_pet_are_stored():
+    """A scanner or converter may store the axes in another order or direction: the same voxels
+    in the world give the same measurements (ids follow the label's array order)."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    spheres = [((-30.0, 0.0, 0.0), 5.0, 4.0), ((0.0, 0.0, 10.0), 7.0, 9.0), ((26.0, 4.0, -10.0), 4.0, 6.0)]
+    label, pet = _spheres((48, 32, 32), AFFINE, spheres)
+    label_img, pet_img = nib.Nifti1Image(label, AFFINE), nib.Nifti1Image(pet[::2, ::2, ::2].copy(), _affine(4.0, -47.0))
+
+    def stored(img, codes):
+        return img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(codes)))
+
+    a = quantify(label_img, pet_img)
+    b = quantify(stored(label_img, ("P", "L", "I")), stored(pet_img, ("S", "P", "R")))
+    assert (a.lesion_count, a.tmtv_ml, a.suvmax, a.total_tlg) == pytest.approx((b.lesion_count, b.tmtv_ml, b.suvmax,
+                                                                                b.total_tlg))
+    assert a.dmax_mm == pytest.approx(b.dmax_mm)
+    assert sorted(r.suvpeak for r in a.lesions) == pytest.approx(sorted(r.suvpeak for r in b.lesions))
+    np.testing.assert_allclose(sorted(r.centroid_mm for r in a.lesions), sorted(r.centroid_mm for r in b.lesions),
+                               atol=1e-6)

@@ -20,15 +20,8 @@ from pathlib import Path
 
 import torch
 
+from . import write_result
 from .models import BENCH_MODELS
-
-
-def _write(path: str | None, result: dict) -> None:
-    if path:
-        from ..atomic import atomic_write_json
-
-        atomic_write_json(path, result)
-        print(f"\nwritten: {path}")
 
 
 def _models(text: str) -> list[str]:
@@ -135,14 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "channels_last", "compile", "no_grad", "features")}  # fmt: skip
         result = run_speed(args.models, settings)
         print(format_speed(result))
-        _write(args.json, result)
+        write_result(args.json, result)
     elif args.bench == "data":
         from .data import format_data, run_data
 
         result = run_data(args.dataset_dir, args.patch_size, args.num_samples, args.batch_size, args.num_workers,
                           args.max_batches, args.model or None, args.bf16, args.toy)  # fmt: skip
         print(format_data(result))
-        _write(args.json, result)
+        write_result(args.json, result)
     else:
         from .speed import profile_forward
 

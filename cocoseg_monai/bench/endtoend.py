@@ -22,7 +22,6 @@ faster).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from . import write_result
 
 __all__ = ["run_endtoend", "main"]
 
@@ -136,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     result = run_endtoend(args.size, args.slices, args.device, args.bf16, args.lowres, args.repeats)
     print(format_endtoend(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     return 0
 
 

@@ -116,10 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{r['device']} ({r['threads']} threads){', bf16' if r['bf16'] else ''}")
     print(f"  {r['seconds_per_volume']:.2f} s per volume, {r['slices_per_second']:.2f} slices/s, "
           f"peak RSS {r['peak_rss_mb']:.0f} MB" + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""))
-    if args.json:
-        from ..atomic import atomic_write_json
+    from . import write_result
 
-        atomic_write_json(args.json, r)
+    write_result(args.json, r)
     return 0
 
 

@@ -17,13 +17,14 @@ sphere's local SUVmax (both on the PET as resampled onto the CT grid):
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import write_result
 
 __all__ = ["run_nema", "format_nema", "main"]
 
@@ -124,8 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     result = run_nema(args.ckpt, args.ratios, args.seed, args.bf16)
     print(format_nema(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     return 0
 
 

@@ -123,8 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = benchmark_resolution(args.run, args.out, args.patients, args.seed, slices=args.slices)
     print()
     print(format_table(result))
-    from ..atomic import atomic_write_json
+    from . import write_result
 
-    atomic_write_json(Path(args.out) / "resolution.json", result)
-    print(f"\nwritten: {Path(args.out) / 'resolution.json'}")
+    write_result(str(Path(args.out) / "resolution.json"), result)
     return 0

@@ -115,8 +115,8 @@ class CoCoSegDicomWebDatastore(LocalDatastore):
         uid = self._ask(dicom_uid, label_id, "study id")
         if plain_name(label_tag, "label tag") != FINAL_TAG:
             return ""
-        item = self._training_item(uid)
-        return item["label"] if item else ""
+        segs = self._ask(self.studies.segs, "FINAL")
+        return self._training_item(uid, *segs[uid])["label"] if uid in segs else ""
 
     def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
         return {}
@@ -171,25 +171,20 @@ class CoCoSegDicomWebDatastore(LocalDatastore):
         (CT in HU, PET in SUV on its own grid, label on the CT grid). A study that cannot be
         converted (no PET partner, no SUV information) is left out with a warning."""
         items = []
-        for uid in self.get_labeled_images():
+        for uid, (study, seg_uid) in sorted(self._ask(self.studies.segs, "FINAL").items()):  # one listing for all
             try:
-                item = self._training_item(uid)
+                items.append(self._training_item(uid, study, seg_uid))
             except HTTPException as err:
                 logger.warning("left out of training: CT series %s: %s", uid, err.detail)
-                continue
-            if item:
-                items.append(item)
         return items
 
-    def _training_item(self, ct_uid: str) -> dict[str, Any] | None:
+    def _training_item(self, ct_uid: str, study: str, seg_uid: str) -> dict[str, Any]:
+        """CT series ``ct_uid`` with its final SEG ``seg_uid`` as a NIfTI triplet in the cache
+        (converted once per SEG)."""
         from cocoseg_monai.dicom.convert import convert_study
         from cocoseg_monai.dicom.seg import read_seg
         from cocoseg_monai.dicom.series import read_series
 
-        segs = self._ask(self.studies.segs, "FINAL")
-        if ct_uid not in segs:
-            return None
-        study, seg_uid = segs[ct_uid]
         folder = self.studies.cache / "train" / ct_uid
         item = {"image": str(folder / "ct.nii.gz"), "pet": str(folder / "pet.nii.gz"),
                 "label": str(folder / "label.nii.gz")}  # fmt: skip
