@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from cocoseg_monai.cli import main
 from cocoseg_monai.data.phantom import PhantomConfig, write_dataset
@@ -104,10 +105,15 @@ def test_cohort_across_two_torchrun_processes_writes_each_study_once(cohort, run
     assert not list(out.glob("cohort_summary.rank*.json"))
     written = _mtimes(out)
     assert sorted(written) == [f"{n}_seg.nii.gz" for n in GOOD]
-    # the labels equal those of one process
+    # the labels equal those of one process with as many threads (parallel sums round by thread count)
     single = tmp_path / "single"
-    with pytest.raises(SystemExit):
-        main(["infer", "--run", str(run), "--dataset_root", str(cohort), "--output_dir", str(single)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(SystemExit):
+            main(["infer", "--run", str(run), "--dataset_root", str(cohort), "--output_dir", str(single)])
+    finally:
+        torch.set_num_threads(threads)
     for name in GOOD:
         np.testing.assert_array_equal(np.asarray(nib.load(out / f"{name}_seg.nii.gz").dataobj),
                                       np.asarray(nib.load(single / f"{name}_seg.nii.gz").dataobj))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import blocks, nets
+from .layout import prefers_channels_last
 from .nets import COCOSEG_PRESETS, CoCoSegNet, CoCoSegV2
 from .parameters import ParameterCount, count_parameters, format_breakdown, parameter_breakdown
 from .weights import check_checkpoint, load_weights, read_checkpoint
@@ -20,4 +21,5 @@ __all__ = [
     "load_weights",
     "check_checkpoint",
     "read_checkpoint",
+    "prefers_channels_last",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .channel_attention import ChannelAttention
 from .fusion import FusionConv, stack_streams
+from .norm import InstanceNorm2d, is_channels_last, replace_instance_norms
 from .unet_encoder import UNetEncoder
 from .vgg import LUMINANCE_WEIGHTS, TORCHVISION_VGG19_INDICES, VGG19Encoder, load_vgg19_weights
 
@@ -11,6 +12,9 @@ __all__ = [
     "ChannelAttention",
     "FusionConv",
     "stack_streams",
+    "InstanceNorm2d",
+    "is_channels_last",
+    "replace_instance_norms",
     "UNetEncoder",
     "VGG19Encoder",
     "load_vgg19_weights",

@@ -6,6 +6,8 @@ import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
+from .norm import is_channels_last
+
 __all__ = ["ChannelAttention"]
 
 
@@ -19,7 +21,9 @@ class ChannelAttention(nn.Module):
     built module passes the value projection through unchanged.
 
     The energy ``E`` is accumulated in float32 whatever the input dtype: it sums ``N`` products
-    (262144 at 512x512) and overflows float16 under autocast.
+    (262144 at 512x512) and overflows float16 under autocast. A channels_last input is computed
+    on channels-last views (the same products, no layout conversion) and gives a channels_last
+    output.
 
     Args:
         spatial_dims: number of spatial dimensions (2 or 3).
@@ -49,11 +53,24 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[0], x.shape[1]
-        q = self.query(x).reshape(b, c, -1).float()
-        k = self.key(x).reshape(b, c, -1).float()
-        v = self.value(x)
-        energy = torch.bmm(q, k.transpose(1, 2))
-        energy = energy.amax(dim=-1, keepdim=True) - energy
-        attention = torch.softmax(energy, dim=-1).to(v.dtype)
-        out = torch.bmm(attention, v.reshape(b, c, -1)).reshape(v.shape)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if not torch.jit.is_scripting() and is_channels_last(v):
+            out = self._attend_channels_last(q, k, v)
+        else:
+            energy = torch.bmm(q.reshape(b, c, -1).float(), k.reshape(b, c, -1).float().transpose(1, 2))
+            out = torch.bmm(_attention(energy).to(v.dtype), v.reshape(b, c, -1)).reshape(v.shape)
         return self.gamma.to(v.dtype) * out + v
+
+    @torch.jit.unused
+    def _attend_channels_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The same products on ``[B, N, C]`` views of channels_last maps: no copy in or out."""
+        b, c = v.shape[0], v.shape[1]
+        q, k, vt = (t.movedim(1, -1).reshape(b, -1, c) for t in (q, k, v))
+        energy = torch.bmm(q.float().transpose(1, 2), k.float())
+        out_t = torch.bmm(vt, _attention(energy).to(v.dtype).transpose(1, 2))
+        return out_t.reshape((b,) + v.shape[2:] + (c,)).movedim(-1, 1)
+
+
+def _attention(energy: torch.Tensor) -> torch.Tensor:
+    """Row softmax of ``rowmax(E) - E``."""
+    return torch.softmax(energy.amax(dim=-1, keepdim=True) - energy, dim=-1)

@@ -14,13 +14,10 @@ def stack_streams(x: torch.Tensor, num_streams: int) -> torch.Tensor:
     ``[S * B, C, *spatial]`` (stream-major, as made by ``torch.cat(streams, dim=0)``) becomes
     ``[B, S * C, *spatial]`` with stream 0's channels first: the same result as
     ``torch.cat(streams, dim=1)``. Running a shared module once on the batch-stacked streams
-    is cheaper than once per stream.
+    is cheaper than once per stream. The result keeps ``x``'s memory format (channels_last stays
+    channels_last).
     """
-    sb, c = x.shape[0], x.shape[1]
-    b = sb // num_streams
-    spatial = x.shape[2:]
-    x = x.reshape([num_streams, b, c] + list(spatial)).transpose(0, 1)
-    return x.reshape([b, num_streams * c] + list(spatial))
+    return torch.cat(x.chunk(num_streams, 0), 1)
 
 
 class FusionConv(Convolution):
