@@ -32,6 +32,12 @@ def is_channels_last(x: torch.Tensor) -> bool:
     return False
 
 
+#: ATen's channels_last group norm takes another, much slower path below 32 x 32 pixels (4 against
+#: 0.2 ms for 8 x 128 x 16 x 16 bf16 on a 2-core AMD EPYC): smaller maps are normalised as NCHW,
+#: whose conversions cost little at that size.
+_MIN_CHANNELS_LAST_PIXELS = 1024
+
+
 class _InstanceNormChannelsLast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
@@ -80,6 +86,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
 
     @torch.jit.unused
     def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] * x.shape[3] < _MIN_CHANNELS_LAST_PIXELS:
+            y = F.instance_norm(x.contiguous(), None, None, self.weight, self.bias, True, 0.0, self.eps)
+            return y.contiguous(memory_format=torch.channels_last)
         if not isinstance(x, MetaTensor):
             return _InstanceNormChannelsLast.apply(x, self.weight, self.bias, self.eps)
         # A MetaTensor would wrap the function's output in a view, which autograd forbids an
