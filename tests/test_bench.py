@@ -43,11 +43,15 @@ def test_speed_benchmark_prints_rates_against_the_matmul_peak(tmp_path, capsys):
     figures = json.loads(out.read_text())
     assert figures["matmul_peak_gflops"] > 0
     assert [m["model"] for m in figures["models"]] == ["cocoseg", "basicunet"]
+    # the bundle's layout on the CPU: channels_last for CoCoSeg, NCHW for MONAI's networks
+    assert [m["channels_last"] for m in figures["models"]] == [True, False]
     for m in figures["models"]:
         assert m["gflop_per_slice"] > 0 and m["infer_slices_per_s"] > 0 and m["train_slices_per_s"] > 0
         assert m["infer_share_of_peak"] == pytest.approx(m["infer_gflops"] / figures["matmul_peak_gflops"], rel=0.02)
         assert m["volume_s"] > 0 and m["peak_rss_mb"] > 0
     assert "share of matmul peak" in capsys.readouterr().out
+    assert bench([*argv[:-2], "--models", "basicunet", "--channels_last", "on", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["models"][0]["channels_last"] is True
 
 
 def test_data_benchmark_compares_loaders_with_the_training_step(tmp_path, capsys):

@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (float16 AMP on CUDA)")
     s.add_argument("--matmul_n", type=int, default=2048)
     s.add_argument("--min_seconds", type=float, default=3.0, help="time each measurement at least this long")
-    s.add_argument("--channels_last", action="store_true", help="the network in channels_last memory format (inference and training)")
+    s.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"),
+                   help="the network's memory format, inference and training: auto (the bundle's choice, "
+                   "cocoseg_monai.networks.prefers_channels_last), on (channels_last) or off (NCHW)")
     s.add_argument("--compile", action="store_true", help="inference through torch.compile")
     s.add_argument("--no_grad", action="store_true", help="torch.no_grad (as MONAI evaluators) instead of inference_mode")
     s.add_argument("--toy", action="store_true", help="tiny widths (tests)")

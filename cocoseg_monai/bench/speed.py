@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..networks import prefers_channels_last
 from .inference import _cpu_name, _peak_rss_mb, benchmark_volume_inference
 from .models import build_network, gflop_per_slice
 
@@ -69,8 +70,10 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
                          "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3)}  # fmt: skip
 
     # inference on whole slices
-    memory_format = torch.channels_last if settings.get("channels_last") else torch.contiguous_format
-    net = net.to(memory_format=memory_format)  # the inputs stay NCHW, as the bundle's are
+    layout = settings.get("channels_last", "auto")
+    channels_last = prefers_channels_last(net, dev) if layout == "auto" else layout == "on"
+    r["channels_last"] = channels_last
+    net = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # inputs stay NCHW
     net.eval()
     x = torch.rand(settings["infer_batch"], 2, size, size, device=dev)
     infer_net = net
@@ -163,20 +166,20 @@ def run_speed(models: list[str], settings: dict[str, Any]) -> dict[str, Any]:
 def format_speed(result: dict[str, Any]) -> str:
     s = result["settings"]
     vol = f"volume {s['size']}x{s['size']}x{s['volume_slices']} s" if s["volume_slices"] > 0 else "volume s"
-    variant = "".join(f", {k}" for k in ("channels_last", "compile", "no_grad") if s.get(k))
+    variant = "".join(f", {k}" for k in ("compile", "no_grad") if s.get(k))
     lines = [
         f"{result['device']} ({result['threads']} threads), torch {result['torch']}, "
         f"{'bf16 autocast' if s['bf16'] else 'fp32'}{variant}; measured {result['matmul_dtype']} matmul peak "
         f"{result['matmul_peak_gflops']:.0f} GFLOP/s",
         "",
-        f"| model | params (M) | GFLOP / {s['size']}^2 slice | infer slices/s (batch {s['infer_batch']}) | infer GFLOP/s | "
+        f"| model | layout | params (M) | GFLOP / {s['size']}^2 slice | infer slices/s (batch {s['infer_batch']}) | infer GFLOP/s | "
         f"share of matmul peak | train step s ({s['train_batch']}x{s['train_patch']}^2) | train slices/s | "
         f"train GFLOP/s | train share of peak | {vol} | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["models"]:
         lines.append(
-            f"| {r['model']} | {r['parameters_m']:.2f} | {r['gflop_per_slice']:.1f} | {r['infer_slices_per_s']:.2f} | "
+            f"| {r['model']} | {'channels_last' if r.get('channels_last') else 'NCHW'} | {r['parameters_m']:.2f} | {r['gflop_per_slice']:.1f} | {r['infer_slices_per_s']:.2f} | "
             f"{r['infer_gflops']:.0f} | {100 * r['infer_share_of_peak']:.0f} % | {r['train_step_s']:.3f} | "
             f"{r['train_slices_per_s']:.1f} | {r['train_gflops']:.0f} | {100 * r['train_share_of_peak']:.0f} % | "
             f"{r.get('volume_s', float('nan')):.1f} | {r['peak_rss_mb']:.0f} |"
