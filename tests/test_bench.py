@@ -95,6 +95,18 @@ def test_profile_names_the_operators_of_a_forward_pass(capsys):
     assert "aten::" in capsys.readouterr().out
 
 
+def test_profile_of_a_training_step_sums_onednn_time_per_primitive(capsys):
+    from cocoseg_monai.bench.__main__ import main as bench
+
+    assert bench(["profile", "--toy", "--size", "32", "--rows", "40", "--train", "--batch", "2", "--onednn"]) == 0
+    out = capsys.readouterr().out
+    assert "training step, channels_last" in out and "aten::convolution_backward" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| convolution |")]
+    directions = {r[2] for r in rows}
+    assert {"forward_training", "backward_data", "backward_weights"} <= directions, directions
+    assert all(int(r[3]) > 0 and float(r[4]) > 0 for r in rows)
+
+
 def test_resolution_benchmark_scores_a_run_on_other_grids_before_and_after_its_plan(tmp_path, capsys):
     import torch
 

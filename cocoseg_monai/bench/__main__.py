@@ -5,7 +5,7 @@
 - ``speed``: GFLOP per slice, inference and training rates, volume time, peak memory, and the
   share of the machine's measured matrix-multiply peak.
 - ``data``: loader throughput with and without caching, next to the training step rate.
-- ``profile``: where one forward pass spends its time.
+- ``profile``: where one forward pass or training step spends its time (``--onednn``: and oneDNN's).
 - ``inference``: the volume inference benchmark (``python -m cocoseg_monai.bench.inference``).
 - ``resolution``: a trained run's Dice and seconds per study on unseen phantom studies of other
   grids (128, 256, 512 pixels; a 350 mm field of view), before and after its plan's spacing.
@@ -78,13 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--toy", action="store_true")
     d.add_argument("--json", default=None)
 
-    f = sub.add_parser("profile", help="top operators of one forward pass")
+    f = sub.add_parser("profile", help="top operators of one forward pass or training step")
     f.add_argument("--model", default="cocoseg", choices=list(BENCH_MODELS))
-    f.add_argument("--size", type=int, default=512)
+    f.add_argument("--size", type=int, default=512, help="slice size (with --train: patch size)")
     f.add_argument("--device", default=default_device)
     f.add_argument("--bf16", action="store_true")
     f.add_argument("--toy", action="store_true")
     f.add_argument("--rows", type=int, default=12)
+    f.add_argument("--train", action="store_true", help="a training step (forward, backward, AdamW) instead")
+    f.add_argument("--batch", type=int, default=8, help="patches per training step")
+    f.add_argument("--features", type=int, nargs=4, default=None, metavar="F", help="CoCoSeg widths")
+    f.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"))
+    f.add_argument("--onednn", action="store_true",
+                   help="also oneDNN's time per primitive: convolutions by direction, reorders between layouts")
 
     sub.add_parser("inference", help="volume inference benchmark (its own flags; see --help there)", add_help=False)
     sub.add_parser("resolution", help="a run's Dice and speed on other grids, before and after its plan "
@@ -139,9 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_data(result))
         write_result(args.json, result)
     else:
-        from .speed import profile_forward
+        from .speed import profile_model
 
-        print(profile_forward(args.model, args.size, args.device, args.bf16, args.toy, args.rows))
+        print(profile_model(args.model, args.size, args.device, args.bf16, args.toy, args.rows, train=args.train,
+                            batch=args.batch, features=args.features, channels_last=args.channels_last,
+                            onednn=args.onednn))  # fmt: skip
     return 0
 
 

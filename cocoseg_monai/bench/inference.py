@@ -49,14 +49,19 @@ def benchmark_volume_inference(
 ) -> dict:
     """Time whole-volume inference; returns the figures as a dict (also what ``main`` prints).
 
-    ``network``: any 2D two-channel network (default: ``CoCoSegNet(features=features)``)."""
+    ``network``: any 2D two-channel network, run as given (default: ``CoCoSegNet(features=features)``
+    in the bundle's memory format, :func:`~cocoseg_monai.networks.prefers_channels_last`)."""
     from monai.inferers import SliceInferer
 
     from ..inferers import AutocastInferer
-    from ..networks import CoCoSegNet
+    from ..networks import CoCoSegNet, prefers_channels_last
 
     dev = torch.device(device)
-    net = (network if network is not None else CoCoSegNet(features=tuple(features))).to(dev).eval()
+    if network is None:
+        network = CoCoSegNet(features=tuple(features))
+        if prefers_channels_last(network, dev):
+            network = network.to(memory_format=torch.channels_last)
+    net = network.to(dev).eval()
     inferer = AutocastInferer(
         SliceInferer(spatial_dim=2, roi_size=(-1, -1), sw_batch_size=slice_batch, progress=False),
         device_type=dev.type,

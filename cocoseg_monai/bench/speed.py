@@ -10,6 +10,7 @@ fresh process, so its peak memory is its own.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import time
 from contextlib import nullcontext
 from typing import Any
@@ -20,7 +21,7 @@ from ..networks import prefers_channels_last
 from .inference import _cpu_name, _peak_rss_mb, benchmark_volume_inference
 from .models import build_network, gflop_per_slice
 
-__all__ = ["matmul_peak_gflops", "measure_model", "run_speed", "format_speed", "profile_forward"]
+__all__ = ["matmul_peak_gflops", "measure_model", "run_speed", "format_speed", "profile_model"]
 
 
 def _sync(device: torch.device) -> None:
@@ -58,8 +59,6 @@ def matmul_peak_gflops(device: str = "cpu", dtype: torch.dtype = torch.float32, 
 
 def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     """All figures of one model (run in a fresh process by :func:`run_speed`)."""
-    from ..losses import build_loss
-
     torch.manual_seed(0)
     dev = torch.device(settings["device"])
     toy, bf16, size = settings["toy"], settings["bf16"], settings["size"]
@@ -88,18 +87,7 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     # training steps on patches
     net.train()
     patch, batch = settings["train_patch"], settings["train_batch"]
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-    loss_fn = build_loss("combined")
-    xb = torch.rand(batch, 2, patch, patch, device=dev)
-    yb = (torch.rand(batch, 1, patch, patch, device=dev) > 0.95).float()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(dev, bf16):
-            loss = loss_fn(net(xb), yb)
-        loss.backward()
-        optimizer.step()
-
+    step = _training_step(net, batch, patch, dev, bf16)
     seconds = _timed(step, dev, settings["min_seconds"])
     r["train_step_s"] = round(seconds, 4)
     r["train_slices_per_s"] = round(batch / seconds, 2)
@@ -121,22 +109,95 @@ def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-def profile_forward(name: str, size: int, device: str = "cpu", bf16: bool = False, toy: bool = False,
-                    rows: int = 12) -> str:
-    """Where one forward pass spends its time: the top operators by self time."""
+def _training_step(net: torch.nn.Module, batch: int, patch: int, dev: torch.device, bf16: bool):
+    """One optimiser step of the main job's kind (combined loss, AdamW) as a closure."""
+    from ..losses import build_loss
+
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    loss_fn = build_loss("combined")
+    x = torch.rand(batch, 2, patch, patch, device=dev)
+    y = (torch.rand(batch, 1, patch, patch, device=dev) > 0.95).float()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(dev, bf16):
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def profile_model(name: str, size: int, device: str = "cpu", bf16: bool = False, toy: bool = False, rows: int = 12,
+                  train: bool = False, batch: int = 8, features: list[int] | None = None,
+                  channels_last: str = "auto", onednn: bool = False) -> str:  # fmt: skip
+    """Where one forward pass (or, with ``train``, one training step of ``batch`` patches of
+    ``size``) spends its time: the top operators by self time, and with ``onednn`` oneDNN's own
+    time per primitive (convolutions by direction, and the reorders between memory formats)."""
     from torch.profiler import ProfilerActivity, profile
 
     dev = torch.device(device)
-    net = build_network(name, toy=toy).to(dev).eval()
-    x = torch.rand(1, 2, size, size, device=dev)
+    net = build_network(name, toy=toy, features=features).to(dev)
+    layout = prefers_channels_last(net, dev) if channels_last == "auto" else channels_last == "on"
+    net = net.to(memory_format=torch.channels_last if layout else torch.contiguous_format)
+    if train:
+        run = _training_step(net.train(), batch, size, dev, bf16)
+    else:
+        x = torch.rand(1, 2, size, size, device=dev)
+        net.eval()
+
+        def run() -> None:
+            with torch.inference_mode(), _autocast(dev, bf16):
+                net(x)
+
+    run()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    with torch.inference_mode(), _autocast(dev, bf16):
-        net(x)
-        with profile(activities=activities) as prof:
-            net(x)
-            _sync(dev)
+    with profile(activities=activities) as prof:
+        run()
+        _sync(dev)
     key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
+    what = f"{'training step' if train else 'forward pass'}, {'channels_last' if layout else 'NCHW'}"
+    text = f"{name} {what}\n" + prof.key_averages().table(sort_by=key, row_limit=rows)
+    if onednn and dev.type == "cpu":
+        text += "\n" + _onednn_table(run)
+    return text
+
+
+def _onednn_table(run) -> str:
+    """oneDNN's verbose log of ``run()``, summed per primitive kind, implementation and direction."""
+    import ctypes
+    import os
+    import tempfile
+    from collections import Counter
+
+    libc = ctypes.CDLL(None)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(log.fileno(), 1)  # oneDNN prints to the C stdout
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                run()
+        finally:
+            libc.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        lines = log.read().splitlines()
+    ms: Counter = Counter()
+    calls: Counter = Counter()
+    for line in lines:
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in fields:
+            continue
+        i = fields.index("exec")
+        key = (fields[i + 2], fields[i + 3], fields[i + 4])  # kind, implementation, direction
+        ms[key] += float(fields[-1])
+        calls[key] += 1
+    total = sum(ms.values()) or 1.0
+    out = ["| oneDNN primitive | implementation | direction | calls | ms | share |", "|---|---|---|---|---|---|"]
+    out += [f"| {k[0]} | {k[1]} | {k[2]} | {calls[k]} | {v:.1f} | {100 * v / total:.0f} % |" for k, v in ms.most_common()]
+    return "\n".join(out)
 
 
 def run_speed(models: list[str], settings: dict[str, Any]) -> dict[str, Any]:
