@@ -2,14 +2,14 @@
 
 ATen's ``instance_norm`` makes its input contiguous (NCHW) before normalising, so in a network
 whose convolutions run channels_last every normalisation converts its input and its gradient to
-NCHW and every following convolution converts them back: on a 2-core AMD EPYC those conversions
-cost the CoCoSeg V2 training step more than they save. :class:`InstanceNorm2d` normalises a
-channels_last input as group normalisation with one group per channel (the same statistics: each
-sample's channel over its pixels), which ATen runs channels_last. ATen's channels_last
-``native_group_norm_backward`` is slow with one channel per group (32 against 2.4 ms on
-8 x 16 x 128 x 128 bf16 here), so the backward pass runs it on NCHW copies of the gradient and
-input instead. Anything else (NCHW, CUDA, running statistics, TorchScript) is ``nn.InstanceNorm2d``'s own
-computation.
+NCHW and every following convolution converts them back. :class:`InstanceNorm2d` normalises a
+channels_last map as group normalisation with one group per channel (the same statistics: each
+sample's channel over its pixels), which ATen runs channels_last, after shifting it by an estimate
+of its mean (ATen's group norm takes the variance as E[x^2] - E[x]^2, which cancels when the mean
+dwarfs the spread). Its backward runs on NCHW copies, because ATen's channels_last group norm
+backward is slow with one channel per group (32 against 2.4 ms on 8 x 16 x 128 x 128 bf16 on a
+2-core AMD EPYC), and maps under 32 x 32 pixels are normalised as NCHW (below). Anything else
+(NCHW, CUDA, running statistics, TorchScript) is ``nn.InstanceNorm2d``'s own computation.
 """
 
 from __future__ import annotations
