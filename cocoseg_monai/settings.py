@@ -13,7 +13,7 @@ from typing import Any
 
 from cocoseg_monai.errors import SettingsError
 
-__all__ = ["check_training_settings", "usable_cpus", "default_workers", "DEFAULT_MAX_WORKERS"]
+__all__ = ["check_training_settings", "check_switches", "usable_cpus", "default_workers", "DEFAULT_MAX_WORKERS"]
 
 #: data loader workers by default, on a machine with at least that many usable CPUs
 DEFAULT_MAX_WORKERS = 4
@@ -59,6 +59,24 @@ def _positive_int(name: str, value: Any) -> None:
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise SettingsError(f"setting '{name}' must be a positive number, got {value!r}")
+
+
+def check_switches(switches: Mapping[str, Any]) -> None:
+    """Refuse an on/off setting that is not a boolean, naming it.
+
+    The ``monai.bundle`` command line (``fire``) reads ``--report False`` as a boolean but
+    ``--report false`` as the text ``"false"``, which Python takes for true: without this check it
+    would switch the setting on.
+
+    Raises:
+        SettingsError: the first setting of ``switches`` (name -> value) that is not a boolean.
+    """
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            hint = ""
+            if str(value).lower() in ("true", "false"):
+                hint = f" (on the monai.bundle command line, write --{name} {str(value).capitalize()})"
+            raise SettingsError(f"setting '{name}' must be True or False, got {value!r}{hint}")
 
 
 def check_training_settings(
@@ -110,12 +128,7 @@ def check_training_settings(
         raise SettingsError(f"setting 'patch_size' must be two positive integers (x, y), got {patch_size!r}")
     for p in patch:
         _positive_int("patch_size", p)
-    for name, value in (switches or {}).items():
-        if not isinstance(value, bool):
-            hint = ""
-            if str(value).lower() in ("true", "false"):
-                hint = f" (on the monai.bundle command line, write --{name} {str(value).capitalize()})"
-            raise SettingsError(f"setting '{name}' must be True or False, got {value!r}{hint}")
+    check_switches(switches or {})
     if dataset_dir is not None and str(dataset_dir).strip() and not Path(dataset_dir).exists():
         raise SettingsError(f"setting 'dataset_dir': {dataset_dir} does not exist")
     _warn_many_workers(int(num_workers))

@@ -327,3 +327,23 @@ def test_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_da
     assert hb["epoch"] == ha["epoch"] == [1, 2, 3]
     for key in ("val_dice", "val_loss", "train_loss", "lr"):
         assert hb[key] == pytest.approx(ha[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize("key", ["report", "channels_last"])
+def test_inference_refuses_a_switch_written_as_text_before_reading_anything(tmp_path, key):
+    # fire reads `--report false` as the text "false", which Python takes for true
+    from cocoseg_monai.bundle import bundle_dir, config_path, run_bundle
+
+    weights = bundle_dir() / "models" / "model.pt"
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as raised:  # MONAI's config error, caused by ours
+        run_bundle([config_path("inference"), weights.parent / "plan.yaml"], run_id="run",
+                   overrides={"ckpt_path": str(weights), "ct": str(tmp_path / "no_ct.nii.gz"),
+                              "pet": str(tmp_path / "no_pet.nii.gz"), "output_dir": str(out), key: "false"})  # fmt: skip
+    cause = raised.value
+    while cause is not None and not isinstance(cause, SettingsError):
+        cause = cause.__cause__
+    assert cause is not None, raised.value
+    assert str(cause) == f"setting '{key}' must be True or False, got 'false' (on the monai.bundle command line, " \
+                         f"write --{key} False)"
+    assert not out.exists()

@@ -233,14 +233,16 @@ def format_speed(result: dict[str, Any]) -> str:
         f"{'bf16 autocast' if s['bf16'] else 'fp32'}{variant}; measured {result['matmul_dtype']} matmul peak "
         f"{result['matmul_peak_gflops']:.0f} GFLOP/s",
         "",
-        f"| model | layout | params (M) | GFLOP / {s['size']}^2 slice | infer slices/s (batch {s['infer_batch']}) | infer GFLOP/s | "
+        f"| model | layout | params (M) | GFLOP / {s['size']}^2 slice | infer slices/s (batch {s['infer_batch']}) | "
+        "infer GFLOP/s | "
         f"share of matmul peak | train step s ({s['train_batch']}x{s['train_patch']}^2) | train slices/s | "
         f"train GFLOP/s | train share of peak | {vol} | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["models"]:
+        layout = "channels_last" if r.get("channels_last") else "NCHW"
         lines.append(
-            f"| {r['model']} | {'channels_last' if r.get('channels_last') else 'NCHW'} | {r['parameters_m']:.2f} | {r['gflop_per_slice']:.1f} | {r['infer_slices_per_s']:.2f} | "
+            f"| {r['model']} | {layout} | {r['parameters_m']:.2f} | {r['gflop_per_slice']:.1f} | {r['infer_slices_per_s']:.2f} | "
             f"{r['infer_gflops']:.0f} | {100 * r['infer_share_of_peak']:.0f} % | {r['train_step_s']:.3f} | "
             f"{r['train_slices_per_s']:.1f} | {r['train_gflops']:.0f} | {100 * r['train_share_of_peak']:.0f} % | "
             f"{r.get('volume_s', float('nan')):.1f} | {r['peak_rss_mb']:.0f} |"
