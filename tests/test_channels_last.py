@@ -156,6 +156,31 @@ def test_prefers_channels_last_for_cocoseg_on_the_cpu_and_any_network_on_cuda():
     assert prefers_channels_last(unet, "cuda") and prefers_channels_last(cocoseg, "cuda:0")
 
 
+@pytest.mark.parametrize("target,expected", [("cocoseg_monai.networks.nets.CoCoSegNet", True), (CoCoSegNet, True),
+                                             ("SegResNet", False), ("monai.networks.nets.BasicUNet", False)])  # fmt: skip
+def test_prefers_channels_last_from_a_bundle_target_without_building_it(target, expected):
+    assert prefers_channels_last(target, "cpu") is expected
+
+
+def test_an_unknown_network_target_is_named():
+    with pytest.raises(ValueError, match=r"network 'nosuch\.Net' names no class"):
+        prefers_channels_last("nosuch.Net", "cpu")
+
+
+@pytest.mark.parametrize("config", ["train", "inference"])
+def test_the_bundle_layout_and_its_checks_do_not_build_the_network(config):
+    # train.yaml checks its settings (channels_last among them) before set_determinism: a network
+    # built there would draw its initial weights unseeded, and a resumed run would not match
+    from monai.bundle import ConfigParser
+
+    from cocoseg_monai.bundle import config_path
+
+    parser = ConfigParser()
+    parser.read_config(str(config_path(config)))
+    assert parser.get_parsed_content("channels_last") is True
+    assert "network_def" not in parser.ref_resolver.resolved_content
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
 def test_scripted_cocoseg_runs_in_either_layout(memory_format):
     net = CoCoSegNet(features=(4, 8, 16, 32)).eval().to(memory_format=memory_format)
