@@ -36,7 +36,7 @@ def _norm_pair(channels: int = 5) -> tuple[InstanceNorm2d, nn.InstanceNorm2d]:
 def test_instance_norm_keeps_channels_last_with_nn_instance_norm_values_and_gradients():
     torch.manual_seed(0)
     ours, ref = _norm_pair()
-    x = torch.randn(3, 5, 32, 40) * 3 + 1  # 32 x 32 pixels or more: group norm, channels_last
+    x = torch.randn(3, 5, 32, 40) * 3 + 1
     grad = torch.randn(3, 5, 32, 40)
     xc, xr = _cl(x).requires_grad_(), x.clone().requires_grad_()
     y, y_ref = ours(xc), ref(xr)
@@ -49,12 +49,31 @@ def test_instance_norm_keeps_channels_last_with_nn_instance_norm_values_and_grad
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4)
 
 
-def test_instance_norm_of_small_channels_last_maps_is_nn_instance_norm_in_channels_last():
+@pytest.mark.parametrize("shape", [(3, 5, 16, 24), (1, 128, 4, 4), (2, 3, 1, 7)])
+def test_instance_norm_of_small_channels_last_maps_stays_channels_last_with_nn_values(shape):
     torch.manual_seed(0)
-    ours, ref = _norm_pair()
-    x = torch.randn(3, 5, 16, 24)  # below 32 x 32 pixels: ATen's own instance norm, layout restored
-    y = ours(_cl(x))
-    assert _is_cl(y) and torch.equal(y, ref(x))
+    ours, ref = _norm_pair(shape[1])
+    x = torch.randn(shape) * 2 + 3
+    xc, xr = _cl(x).requires_grad_(), x.clone().requires_grad_()
+    y, y_ref = ours(xc), ref(xr)
+    assert _is_cl(y)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn(shape)
+    (got,), (want,) = torch.autograd.grad(y, [xc], _cl(grad)), torch.autograd.grad(y_ref, [xr], grad)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_instance_norm_without_affine_parameters_and_of_an_empty_batch():
+    torch.manual_seed(0)
+    ours, ref = InstanceNorm2d(4), nn.InstanceNorm2d(4)
+    x = _cl(torch.randn(2, 4, 8, 8)).requires_grad_()
+    y = ours(x)
+    assert _is_cl(y)
+    torch.testing.assert_close(y, ref(x.detach()), rtol=1e-5, atol=1e-5)
+    (dx,) = torch.autograd.grad(y.square().sum(), [x])
+    assert _is_cl(dx) and dx.abs().max() < 1e-3  # a normalised map's squared sum does not depend on x
+    empty = ours(_cl(torch.randn(0, 4, 8, 8)))
+    assert empty.shape == (0, 4, 8, 8)
 
 
 def test_instance_norm_is_nn_instance_norm_itself_on_nchw_and_unbatched_input():
@@ -189,7 +208,7 @@ def test_scripted_cocoseg_runs_in_either_layout(memory_format):
         torch.testing.assert_close(torch.jit.script(net)(x), net(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("mean,spread", [(100.0, 0.1), (1000.0, 0.1), (10.0, 0.001)])
+@pytest.mark.parametrize("mean,spread", [(100.0, 0.1), (1000.0, 0.1), (10.0, 0.001), (9.0, 1.0), (-5.0, 1.0)])
 def test_instance_norm_is_exact_where_the_mean_dwarfs_the_spread(mean, spread):
     # a flat background: E[x^2] - E[x]^2 would cancel to nothing in float32
     torch.manual_seed(0)
