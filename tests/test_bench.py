@@ -19,9 +19,9 @@ def test_volume_inference_benchmark_prints_and_writes_its_figures(tmp_path, caps
     assert main(argv) == 0
     printed = capsys.readouterr().out
     figures = json.loads(out.read_text())
-    assert figures["slices"] == 3 and figures["size"] == 32
+    assert figures["slices"] == 3 and figures["size"] == 32 and figures["features"] == list(TINY_FEATURES)
     assert figures["seconds_per_volume"] > 0 and figures["slices_per_second"] > 0 and figures["peak_rss_mb"] > 0
-    assert "slices/s" in printed and "peak RSS" in printed
+    assert "slices/s" in printed and "peak RSS" in printed and f"features {list(TINY_FEATURES)}" in printed
 
 
 def test_efficient_preset_has_at_least_3x_fewer_flops_than_cocoseg_v2():

@@ -57,7 +57,8 @@ def benchmark_volume_inference(
     from ..networks import CoCoSegNet, prefers_channels_last
 
     dev = torch.device(device)
-    if network is None:
+    cocoseg = network is None
+    if cocoseg:
         network = CoCoSegNet(features=tuple(features))
         if prefers_channels_last(network, dev):
             network = network.to(memory_format=torch.channels_last)
@@ -87,7 +88,7 @@ def benchmark_volume_inference(
         "size": size,
         "slices": slices,
         "slice_batch": slice_batch,
-        "features": list(features) if network is None else None,
+        "features": list(features) if cocoseg else None,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
         "bf16": bf16,
