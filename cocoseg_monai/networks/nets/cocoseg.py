@@ -89,7 +89,7 @@ class CoCoSegNet(nn.Module):
 
     Every layer keeps a channels_last input channels_last (``net.to(memory_format=
     torch.channels_last)``; the bundle's ``channels_last`` setting), which on the CPU runs
-    inference 1.15 to 1.4x and training steps 5 to 20 % faster than NCHW; labels agree with
+    inference 1.15 to 1.4x and training steps 3 to 28 % faster than NCHW; labels agree with
     NCHW's to floating-point rounding (``docs/BENCHMARKS.md``).
 
     Input ``[B, 2, H, W]`` of any ``H, W``: sizes that are not multiples of 8 (or below 16) are
