@@ -75,16 +75,15 @@ class _InstanceNormChannelsLast(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         tables, weight, mean, rstd = ctx.saved_tensors
-        grads = _tables(grad.contiguous(memory_format=torch.channels_last))
-        dx = torch.empty_like(tables)
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        dx = torch.empty_like(grad)  # channels_last, written through its tables as in forward
         dw, db = torch.empty_like(mean), torch.empty_like(mean)  # per sample, in the parameters' type
         # every output is computed (the out= kernel takes no partial mask); the parameters'
         # gradients are two sums per channel, cheap beside dx
-        for g, table, out, m, r, w_out, b_out in zip(grads, tables, dx, mean, rstd, dw, db):
+        for g, table, out, m, r, w_out, b_out in zip(_tables(grad), tables, _tables(dx), mean, rstd, dw, db):
             torch.ops.aten.native_batch_norm_backward.out(g, table, weight, None, None, m, r, True, ctx.eps,
                                                           [True, True, True], out0=out, out1=w_out, out2=b_out)  # fmt: skip
         wants = ctx.needs_input_grad
-        dx = dx.view(grad.shape[0], grad.shape[2], grad.shape[3], grad.shape[1]).permute(0, 3, 1, 2)
         return (dx if wants[0] else None, dw.sum(0) if wants[1] and weight is not None else None,
                 db.sum(0) if wants[2] else None, None)
 
