@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .norm import is_channels_last
 
@@ -20,10 +21,12 @@ class ChannelAttention(nn.Module):
     ``out = gamma * (A V) + V`` with ``gamma`` a learned scalar that starts at 0, so a freshly
     built module passes the value projection through unchanged.
 
-    The energy ``E`` is accumulated in float32 whatever the input dtype: it sums ``N`` products
-    (262144 at 512x512) and overflows float16 under autocast. A channels_last input is computed
-    on channels-last views (the same products, no layout conversion) and gives a channels_last
-    output.
+    The energy ``E`` and its softmax are computed in float32 whatever the input dtype, autocast
+    included: ``E`` sums ``N`` products (262144 at 512x512), which overflows float16, and a
+    bfloat16 ``E`` would be rounded to 3 significant digits before the softmax exponentiates it.
+    Its gradients are computed in the input's dtype, as autocast computes those of any product.
+    A channels_last input is computed on channels-last views (the same products, no layout
+    conversion) and gives a channels_last output.
 
     Args:
         spatial_dims: number of spatial dimensions (2 or 3).
@@ -57,7 +60,7 @@ class ChannelAttention(nn.Module):
         if not torch.jit.is_scripting() and is_channels_last(v):
             out = self._attend_channels_last(q, k, v)
         else:
-            energy = torch.bmm(q.reshape(b, c, -1).float(), k.reshape(b, c, -1).float().transpose(1, 2))
+            energy = _Energy.apply(q.reshape(b, c, -1), k.reshape(b, c, -1).transpose(1, 2))
             out = torch.bmm(_attention(energy).to(v.dtype), v.reshape(b, c, -1)).reshape(v.shape)
         return self.gamma.to(v.dtype) * out + v
 
@@ -66,9 +69,41 @@ class ChannelAttention(nn.Module):
         """The same products on ``[B, N, C]`` views of channels_last maps: no copy in or out."""
         b, c = v.shape[0], v.shape[1]
         q, k, vt = (t.movedim(1, -1).reshape(b, -1, c) for t in (q, k, v))
-        energy = torch.bmm(q.float().transpose(1, 2), k.float())
+        energy = _Energy.apply(q.transpose(1, 2), k)
         out_t = torch.bmm(vt, _attention(energy).to(v.dtype).transpose(1, 2))
         return out_t.reshape((b,) + v.shape[2:] + (c,)).movedim(-1, 1)
+
+
+class _Energy(torch.autograd.Function):
+    """``a @ b`` (``[B, C, N] @ [B, N, C]``) summed and returned in float32, autocast or not.
+
+    The gradients come back in the inputs' dtype (the product of the float32 gradient, cast, with
+    the other input), each stored like its input: a transposed view gets a transposed view, so a
+    channels_last map's gradient needs no copy.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        with torch.autocast(a.device.type, enabled=False):
+            return torch.bmm(a.float(), b.float())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad = grad.to(a.dtype)
+        with torch.autocast(a.device.type, enabled=False):
+            da = _bmm_like(a, grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+            db = _bmm_like(b, a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        return da, db
+
+
+def _bmm_like(like: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x @ y``, stored as ``like`` is: a transposed view when ``like`` is one."""
+    if like.transpose(1, 2).is_contiguous() and not like.is_contiguous():
+        return torch.bmm(y.transpose(1, 2), x.transpose(1, 2)).transpose(1, 2)
+    return torch.bmm(x, y)
 
 
 def _attention(energy: torch.Tensor) -> torch.Tensor:
