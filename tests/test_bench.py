@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 
 import pytest
 
 from cocoseg_monai.bench.inference import main
 
 from .conftest import TINY_FEATURES
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def test_volume_inference_benchmark_prints_and_writes_its_figures(tmp_path, capsys):
@@ -45,13 +48,18 @@ def test_speed_benchmark_prints_rates_against_the_matmul_peak(tmp_path, capsys):
     assert [m["model"] for m in figures["models"]] == ["cocoseg", "basicunet"]
     # the bundle's layout on the CPU: channels_last for CoCoSeg, NCHW for MONAI's networks
     assert [m["channels_last"] for m in figures["models"]] == [True, False]
+    # and its allocator: freed blocks kept for reuse (each model runs in its own process)
+    assert [m["keep_freed_memory"] for m in figures["models"]] == [GLIBC, GLIBC]
     for m in figures["models"]:
         assert m["gflop_per_slice"] > 0 and m["infer_slices_per_s"] > 0 and m["train_slices_per_s"] > 0
         assert m["infer_share_of_peak"] == pytest.approx(m["infer_gflops"] / figures["matmul_peak_gflops"], rel=0.02)
         assert m["volume_s"] > 0 and m["peak_rss_mb"] > 0
     assert "share of matmul peak" in capsys.readouterr().out
-    assert bench([*argv[:-2], "--models", "basicunet", "--channels_last", "on", "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["models"][0]["channels_last"] is True
+    assert bench([*argv[:-2], "--models", "basicunet", "--channels_last", "on", "--keep_freed_memory", "off",
+                  "--json", str(out)]) == 0  # fmt: skip
+    figures = json.loads(out.read_text())["models"][0]
+    assert figures["channels_last"] is True and figures["keep_freed_memory"] is False
+    assert "freed memory returned to the system" in capsys.readouterr().out
 
 
 def test_data_benchmark_compares_loaders_with_the_training_step(tmp_path, capsys):

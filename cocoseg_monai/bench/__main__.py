@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"),
                    help="the network's memory format, inference and training: auto (the bundle's choice, "
                    "cocoseg_monai.networks.prefers_channels_last), on (channels_last) or off (NCHW)")
+    s.add_argument("--keep_freed_memory", default="on", choices=("on", "off"),
+                   help="on the CPU, glibc keeps freed blocks for reuse, as the bundles do (cocoseg_monai.allocator)")
     s.add_argument("--compile", action="store_true", help="inference through torch.compile")
     s.add_argument("--no_grad", action="store_true", help="torch.no_grad (as MONAI evaluators) instead of inference_mode")
     s.add_argument("--toy", action="store_true", help="tiny widths (tests)")
@@ -89,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--batch", type=int, default=8, help="patches per training step")
     f.add_argument("--features", type=int, nargs=4, default=None, metavar="F", help="CoCoSeg widths")
     f.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"))
+    f.add_argument("--keep_freed_memory", default="on", choices=("on", "off"))
     f.add_argument("--onednn", action="store_true",
                    help="also oneDNN's time per primitive: convolutions by direction, reorders between layouts")
 
@@ -133,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         settings = {k: getattr(args, k) for k in ("device", "size", "infer_batch", "train_patch", "train_batch",
                                                     "volume_slices", "bf16", "matmul_n", "min_seconds", "toy",
-                                                    "channels_last", "compile", "no_grad", "features")}  # fmt: skip
+                                                    "channels_last", "keep_freed_memory", "compile", "no_grad", "features")}  # fmt: skip
         result = run_speed(args.models, settings)
         print(format_speed(result))
         write_result(args.json, result)
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(profile_model(args.model, args.size, args.device, args.bf16, args.toy, args.rows, train=args.train,
                             batch=args.batch, features=args.features, channels_last=args.channels_last,
-                            onednn=args.onednn))  # fmt: skip
+                            keep_freed_memory=args.keep_freed_memory == "on", onednn=args.onednn))  # fmt: skip
     return 0
 
 

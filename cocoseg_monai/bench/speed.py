@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..allocator import keep_freed_memory as _keep_freed_memory
 from ..networks import prefers_channels_last
 from .inference import _cpu_name, _peak_rss_mb, benchmark_volume_inference
 from .models import build_network, gflop_per_slice
@@ -59,14 +60,16 @@ def matmul_peak_gflops(device: str = "cpu", dtype: torch.dtype = torch.float32, 
 
 def measure_model(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     """All figures of one model (run in a fresh process by :func:`run_speed`)."""
-    torch.manual_seed(0)
     dev = torch.device(settings["device"])
+    kept = dev.type == "cpu" and settings.get("keep_freed_memory", "on") == "on" and _keep_freed_memory()
+    torch.manual_seed(0)
     toy, bf16, size = settings["toy"], settings["bf16"], settings["size"]
     features = settings.get("features")
     net = build_network(name, toy=toy, features=features).to(dev)
     gflop = gflop_per_slice(name, size, toy=toy, features=features)
     r: dict[str, Any] = {"model": name, "gflop_per_slice": round(gflop, 4),
-                         "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3)}  # fmt: skip
+                         "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3),
+                         "keep_freed_memory": kept}  # fmt: skip
 
     # inference on whole slices
     layout = settings.get("channels_last", "auto")
@@ -130,13 +133,17 @@ def _training_step(net: torch.nn.Module, batch: int, patch: int, dev: torch.devi
 
 def profile_model(name: str, size: int, device: str = "cpu", bf16: bool = False, toy: bool = False, rows: int = 12,
                   train: bool = False, batch: int = 8, features: list[int] | None = None,
-                  channels_last: str = "auto", onednn: bool = False) -> str:  # fmt: skip
+                  channels_last: str = "auto", keep_freed_memory: bool = True, onednn: bool = False) -> str:  # fmt: skip
     """Where one forward pass (or, with ``train``, one training step of ``batch`` patches of
     ``size``) spends its time: the top operators by self time, and with ``onednn`` oneDNN's own
-    time per primitive (convolutions by direction, and the reorders between memory formats)."""
+    time per primitive (convolutions by direction, and the reorders between memory formats).
+    ``keep_freed_memory`` applies :func:`cocoseg_monai.allocator.keep_freed_memory` to this process
+    on the CPU, as the bundles do."""
     from torch.profiler import ProfilerActivity, profile
 
     dev = torch.device(device)
+    if keep_freed_memory and dev.type == "cpu":
+        _keep_freed_memory()
     net = build_network(name, toy=toy, features=features).to(dev)
     layout = prefers_channels_last(net, dev) if channels_last == "auto" else channels_last == "on"
     net = net.to(memory_format=torch.channels_last if layout else torch.contiguous_format)
@@ -228,6 +235,8 @@ def format_speed(result: dict[str, Any]) -> str:
     s = result["settings"]
     vol = f"volume {s['size']}x{s['size']}x{s['volume_slices']} s" if s["volume_slices"] > 0 else "volume s"
     variant = "".join(f", {k}" for k in ("compile", "no_grad") if s.get(k))
+    if s.get("keep_freed_memory") == "off":
+        variant += ", freed memory returned to the system"
     lines = [
         f"{result['device']} ({result['threads']} threads), torch {result['torch']}, "
         f"{'bf16 autocast' if s['bf16'] else 'fp32'}{variant}; measured {result['matmul_dtype']} matmul peak "

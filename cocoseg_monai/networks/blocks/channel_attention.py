@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
@@ -85,7 +87,7 @@ class _Energy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        with torch.autocast(a.device.type, enabled=False):
+        with _autocast_off(a.device):
             return torch.bmm(a.float(), b.float())
 
     @staticmethod
@@ -93,10 +95,15 @@ class _Energy(torch.autograd.Function):
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         grad = grad.to(a.dtype)
-        with torch.autocast(a.device.type, enabled=False):
+        with _autocast_off(a.device):
             da = _bmm_like(a, grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
             db = _bmm_like(b, a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
         return da, db
+
+
+def _autocast_off(device: torch.device):
+    # devices without autocast (the meta device of FLOP counts) have nothing to switch off
+    return torch.autocast(device.type, enabled=False) if torch.amp.is_autocast_available(device.type) else nullcontext()
 
 
 def _bmm_like(like: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
