@@ -62,9 +62,17 @@ class ChannelAttention(nn.Module):
         if not torch.jit.is_scripting() and is_channels_last(v):
             out = self._attend_channels_last(q, k, v)
         else:
-            energy = _Energy.apply(q.reshape(b, c, -1), k.reshape(b, c, -1).transpose(1, 2))
+            q_rows, k_columns = q.reshape(b, c, -1), k.reshape(b, c, -1).transpose(1, 2)
+            if torch.jit.is_scripting():  # TorchScript has no autocast to switch off
+                energy = torch.bmm(q_rows.float(), k_columns.float())
+            else:
+                energy = self._energy(q_rows, k_columns)
             out = torch.bmm(_attention(energy).to(v.dtype), v.reshape(b, c, -1)).reshape(v.shape)
         return self.gamma.to(v.dtype) * out + v
+
+    @torch.jit.unused
+    def _energy(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _Energy.apply(a, b)
 
     @torch.jit.unused
     def _attend_channels_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
