@@ -25,7 +25,7 @@ class ChannelAttention(nn.Module):
 
     The energy ``E`` and its softmax are computed in float32 whatever the input dtype, autocast
     included: ``E`` sums ``N`` products (262144 at 512x512), which overflows float16, and a
-    bfloat16 ``E`` would be rounded to 3 significant digits before the softmax exponentiates it.
+    bfloat16 ``E`` would be rounded to 8 significant bits before the softmax exponentiates it.
     Its gradients are computed in the input's dtype, as autocast computes those of any product.
     A channels_last input is computed on channels-last views (the same products, no layout
     conversion) and gives a channels_last output.
