@@ -29,8 +29,8 @@ def keep_freed_memory() -> bool:
 
     PyTorch takes CPU tensors from ``malloc``. A training step allocates and frees its activations
     every time; by default glibc hands the freed top of its heap back to the system, so the kernel
-    faults in and zeroes the same pages again on the next step: about 30,000 page faults per step
-    of the main job, 5 to 20 % of its time on a 2-core AMD EPYC (``docs/BENCHMARKS.md``). With
+    faults in and zeroes the same pages again on the next step: 16,000 to 31,000 page faults per
+    step of the main job, about 4 % of its time on a 2-core AMD EPYC (``docs/BENCHMARKS.md``). With
     blocks of up to :data:`MMAP_THRESHOLD` on the heap from the start and up to
     :data:`TRIM_THRESHOLD` of free memory kept, the step reuses its pages. The peak memory does not
     change; what is freed after the peak stays with the process for its next use. Preloading
