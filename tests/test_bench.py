@@ -18,10 +18,11 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 def test_volume_inference_benchmark_prints_and_writes_its_figures(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["--size", "32", "--slices", "3", "--slice_batch", "2", "--features", *map(str, TINY_FEATURES),
-            "--device", "cpu", "--json", str(out)]
+            "--device", "cpu", "--keep_freed_memory", "off", "--json", str(out)]  # off: this process is pytest's
     assert main(argv) == 0
     printed = capsys.readouterr().out
     figures = json.loads(out.read_text())
+    assert figures["keep_freed_memory"] is False and "freed memory kept" not in printed
     assert figures["slices"] == 3 and figures["size"] == 32 and figures["features"] == list(TINY_FEATURES)
     assert figures["seconds_per_volume"] > 0 and figures["slices_per_second"] > 0 and figures["peak_rss_mb"] > 0
     assert "slices/s" in printed and "peak RSS" in printed and f"features {list(TINY_FEATURES)}" in printed

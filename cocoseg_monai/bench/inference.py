@@ -110,16 +110,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--keep_freed_memory", default="on", choices=("on", "off"),
+                   help="on the CPU, glibc keeps freed blocks for reuse, as the bundles do (cocoseg_monai.allocator)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     for name in ("size", "slices", "slice_batch", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    kept = False
+    if args.keep_freed_memory == "on" and torch.device(args.device).type == "cpu":
+        from ..allocator import keep_freed_memory
+
+        kept = keep_freed_memory()
     r = benchmark_volume_inference(
         args.size, args.slices, args.slice_batch, args.features, args.device, args.bf16, args.repeats
     )
+    r["keep_freed_memory"] = kept
     print(f"volume {r['size']}x{r['size']}x{r['slices']}, slice batch {r['slice_batch']}, features {r['features']}, "
-          f"{r['device']} ({r['threads']} threads){', bf16' if r['bf16'] else ''}")
+          f"{r['device']} ({r['threads']} threads){', bf16' if r['bf16'] else ''}"
+          f"{', freed memory kept' if kept else ''}")
     print(f"  {r['seconds_per_volume']:.2f} s per volume, {r['slices_per_second']:.2f} slices/s, "
           f"peak RSS {r['peak_rss_mb']:.0f} MB" + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""))
     from . import write_result
