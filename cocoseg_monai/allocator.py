@@ -33,7 +33,7 @@ def keep_freed_memory() -> bool:
     step of the main job, about 4 % of its time on a 2-core AMD EPYC (``docs/BENCHMARKS.md``). With
     blocks of up to :data:`MMAP_THRESHOLD` on the heap from the start and up to
     :data:`TRIM_THRESHOLD` of free memory kept, the step reuses its pages; 512 x 512 inference,
-    whose tensors are larger, runs 14 to 22 % faster. Peak memory moves by -3 to +8 %; what is
+    whose tensors are larger, runs 15 to 27 % faster. Peak memory moves by -3 to +8 %; what is
     freed after the peak stays with the process for its next use. Preloading
     jemalloc or tcmalloc (``LD_PRELOAD``) has a similar effect in their own way.
 
